@@ -1,0 +1,399 @@
+"""The ``queuectl`` command line: thin click commands over ``Store`` and ``WorkerPool``.
+
+Only this module imports click and tabulate, and the domain modules are imported inside the
+commands, so ``queuectl --help`` does not pay for them. Errors from the domain arrive as
+``QueueError`` subclasses and leave as one line on stderr with the class's exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from queuectl import __version__
+from queuectl.errors import QueueError, UsageError
+
+if TYPE_CHECKING:
+    from queuectl.job import Job
+    from queuectl.store import Store
+
+__all__ = ["cli", "main"]
+
+STATES = ("pending", "processing", "completed", "failed", "dead")
+ORIGINAL_UMASK = 0o022
+
+
+class Context:
+    """Carries the chosen home to every command; the store is built only when needed."""
+
+    def __init__(self, home_option: str | None) -> None:
+        self.home_option = home_option
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from queuectl.home import Home, resolve_home
+            from queuectl.store import Store
+
+            self._store = Store(Home(resolve_home(self.home_option)).ensure())
+        return self._store
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    metavar="PATH",
+    envvar="QUEUECTL_HOME",
+    show_envvar=True,
+    help="Queue home folder (default: ~/.queuectl).",
+)
+@click.version_option(__version__, prog_name="queuectl")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None) -> None:
+    """A durable background job queue for shell commands.
+
+    Jobs are JSON files under the queue home, moved between pending/, processing/,
+    completed/, failed/ and dead/; every change is recorded in an fsynced journal.
+    """
+    ctx.obj = Context(home)
+
+
+# -------------------------------------------------------------------- enqueue
+
+
+@cli.command()
+@click.argument("job", metavar="JSON|@FILE|-")
+@pass_context
+def enqueue(ctx: Context, job: str) -> None:
+    """Add a job, e.g. '{"command": "echo hi", "max_retries": 2}'.
+
+    @FILE reads one JSON object from a file; - reads one JSON object per line from stdin and
+    commits the whole batch at once. Prints the id of each new job.
+    """
+    from queuectl.job import job_from_input
+
+    texts = _enqueue_inputs(job)
+    store = ctx.store
+    default_retries = store.config.get("max-retries")
+    jobs = []
+    for number, text in texts:
+        try:
+            jobs.append(job_from_input(text, default_max_retries=default_retries))
+        except UsageError as exc:
+            where = f"line {number}: " if number else ""
+            raise type(exc)(f"{where}{exc}") from None
+    if not jobs:
+        raise UsageError("no jobs given on standard input")
+    store.enqueue(jobs)
+    click.echo("\n".join(j.id for j in jobs))
+
+
+def _enqueue_inputs(arg: str) -> list[tuple[int, str]]:
+    """(line number or 0, JSON text) for each job to create."""
+    if arg == "-":
+        data = sys.stdin.buffer.read()
+        lines = data.decode("utf-8", "replace").splitlines()
+        return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    if arg.startswith("@"):
+        try:
+            with open(arg[1:], "rb") as handle:
+                return [(0, handle.read().decode("utf-8", "replace"))]
+        except OSError as exc:
+            raise UsageError(f"cannot read {arg[1:]}: {exc.strerror}") from None
+    return [(0, arg)]
+
+
+# -------------------------------------------------------------------- worker
+
+
+@cli.group()
+def worker() -> None:
+    """Run or stop worker processes."""
+
+
+@worker.command("start")
+@click.option(
+    "--count",
+    "-c",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Worker threads in this process.",
+)
+@click.option(
+    "--burst", is_flag=True, help="Exit once nothing is pending, running or waiting for a retry."
+)
+@pass_context
+def worker_start(ctx: Context, count: int, burst: bool) -> None:
+    """Run jobs in the foreground until SIGTERM/SIGINT (twice: stop now)."""
+    from queuectl.worker import WorkerPool
+
+    pool = WorkerPool(ctx.store, count, burst=burst, child_umask=ORIGINAL_UMASK)
+    sys.exit(pool.run())
+
+
+@worker.command("stop")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0),
+    default=None,
+    help="Give up waiting after this many seconds (exit 1).",
+)
+@pass_context
+def worker_stop(ctx: Context, timeout: float | None) -> None:
+    """Gracefully stop every live worker of this home and wait for them to exit."""
+    from queuectl.errors import NoWorkers
+    from queuectl.registry import live_workers, signal_worker, wait_for_exit
+
+    directory = ctx.store.home.workers
+    workers = live_workers(directory, clean_stale=True)
+    if not workers:
+        raise NoWorkers("no workers are running for this home")
+    pids = [w["pid"] for w in workers if signal_worker(w["pid"])]
+    click.echo(f"sent SIGTERM to {len(pids)} worker(s): {' '.join(map(str, pids))}")
+    stuck = [pid for pid in pids if not wait_for_exit(directory, pid, timeout)]
+    if stuck:
+        raise QueueError(f"still running after {timeout:g}s: {' '.join(map(str, stuck))}")
+    click.echo("all workers stopped")
+
+
+# -------------------------------------------------------------------- inspection
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_context
+def status(ctx: Context, as_json: bool) -> None:
+    """Job counts per state and the live workers."""
+    from queuectl.registry import live_workers
+
+    store = ctx.store
+    counts = {state: store.count(state) for state in STATES}
+    workers = live_workers(store.home.workers)
+    rejected = store.rejected()
+    if as_json:
+        _print_json(
+            {
+                "jobs": counts,
+                "workers": workers,
+                "rejected": [{"file": f, "reason": r} for f, r in rejected],
+            }
+        )
+        return
+    from tabulate import tabulate
+
+    click.echo(tabulate(list(counts.items()), headers=["state", "jobs"]))
+    click.echo()
+    if workers:
+        rows = [
+            [w.get("pid"), w.get("threads"), w.get("started_at"), w.get("host")] for w in workers
+        ]
+        click.echo(tabulate(rows, headers=["worker pid", "threads", "started", "host"]))
+    else:
+        click.echo("no workers running")
+    if rejected:
+        click.echo()
+        click.echo(f"{len(rejected)} rejected file(s) in {store.home.rejected}:")
+        for _, reason in rejected[-10:]:
+            click.echo(f"  {reason}")
+
+
+@cli.command("list")
+@click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
+@click.option("--limit", type=click.IntRange(0), default=0, help="At most N jobs (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of jobs.")
+@pass_context
+def list_jobs(ctx: Context, state: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, oldest first within each state."""
+    jobs = _collect(ctx.store, [state] if state else list(STATES), limit)
+    _print_jobs(jobs, as_json)
+
+
+def _collect(store: Store, states: list[str], limit: int) -> list[Job]:
+    from queuectl.job import JobState
+
+    jobs: list[Job] = []
+    for name in states:
+        remaining = limit - len(jobs) if limit else None
+        if remaining == 0:
+            break
+        jobs.extend(store.jobs(JobState(name), limit=remaining))
+    return jobs
+
+
+def _print_jobs(jobs: list[Job], as_json: bool) -> None:
+    if as_json:
+        _print_json([j.to_dict() for j in jobs])
+        return
+    if not jobs:
+        click.echo("no jobs")
+        return
+    from tabulate import tabulate
+
+    rows = [
+        [
+            j.id,
+            j.state.value,
+            f"{j.attempts}/{j.max_retries + 1}",
+            j.updated_at,
+            _clip(j.command, 40),
+            _clip(j.last_error or "", 40),
+        ]
+        for j in jobs
+    ]
+    click.echo(tabulate(rows, headers=["id", "state", "runs", "updated", "command", "last error"]))
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+@pass_context
+def show(ctx: Context, job_id: str, as_json: bool) -> None:
+    """Show one job, whatever its state."""
+    job = ctx.store.load(job_id)
+    if as_json:
+        _print_json(job.to_dict())
+        return
+    from tabulate import tabulate
+
+    rows = [[key, "" if value is None else value] for key, value in job.to_dict().items()]
+    click.echo(tabulate(rows, tablefmt="plain"))
+
+
+# -------------------------------------------------------------------- dlq
+
+
+@cli.group()
+def dlq() -> None:
+    """The dead letter queue: jobs that used up their retries."""
+
+
+@dlq.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of jobs.")
+@pass_context
+def dlq_list(ctx: Context, as_json: bool) -> None:
+    """List dead jobs, oldest first."""
+    _print_jobs(_collect(ctx.store, ["dead"], 0), as_json)
+
+
+@dlq.command("retry")
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@pass_context
+def dlq_retry(ctx: Context, job_ids: tuple[str, ...]) -> None:
+    """Move dead jobs back to pending with attempts reset to 0."""
+    from queuectl.job import utcnow
+
+    failures = 0
+    for job_id in job_ids:
+        try:
+            ctx.store.retry_dead(job_id, utcnow())
+        except QueueError as exc:
+            _warn(str(exc))
+            failures += 1
+            continue
+        click.echo(f"retried {job_id}")
+    if failures:
+        sys.exit(1)
+
+
+# -------------------------------------------------------------------- config
+
+
+@cli.group()
+def config() -> None:
+    """Read and change persisted settings (max-retries, backoff-base, job-timeout)."""
+
+
+@config.command("get")
+@click.argument("key")
+@pass_context
+def config_get(ctx: Context, key: str) -> None:
+    """Print one setting."""
+    from queuectl.config import canonical_key
+
+    click.echo(ctx.store.config.get(canonical_key(key)))
+
+
+@config.command("set")
+@click.argument("key")
+@click.argument("value")
+@pass_context
+def config_set(ctx: Context, key: str, value: str) -> None:
+    """Change one setting (validated) and persist it under the home."""
+    from queuectl.config import canonical_key, parse_value
+
+    name = canonical_key(key)
+    parsed = parse_value(name, value)
+    ctx.store.set_config(name, parsed)
+    click.echo(f"{name} = {parsed}")
+
+
+@config.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_context
+def config_list(ctx: Context, as_json: bool) -> None:
+    """Print every setting with its meaning."""
+    from queuectl.config import KEYS
+
+    values = ctx.store.config.values()
+    if as_json:
+        _print_json(values)
+        return
+    from tabulate import tabulate
+
+    rows = [[name, values[name], key.help] for name, key in KEYS.items()]
+    click.echo(tabulate(rows, headers=["key", "value", "meaning"]))
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _clip(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _warn(message: str) -> None:
+    click.echo(f"queuectl: error: {message}", err=True)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    _warn(message)
+    sys.exit(code)
+
+
+def main() -> None:
+    """Entry point: run click without its own error handling, so every error is one line."""
+    global ORIGINAL_UMASK
+    ORIGINAL_UMASK = os.umask(0o077)  # queue files are private; jobs get the user's umask
+    try:
+        code = cli.main(prog_name="queuectl", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        _fail("aborted", 1)
+    except QueueError as exc:
+        _fail(str(exc), exc.exit_code)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except OSError as exc:
+        if os.environ.get("QUEUECTL_DEBUG"):
+            raise
+        _fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", 1)
+    sys.exit(code if isinstance(code, int) else 0)

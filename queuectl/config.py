@@ -1,0 +1,138 @@
+"""Settings: documented defaults, the persisted ``<home>/config.json``, validation.
+
+When a change takes effect:
+- ``max-retries`` is copied into each job when it is enqueued, so changing it affects only
+  jobs enqueued afterwards (a job's own ``max_retries`` is what counts).
+- ``backoff-base`` and ``job-timeout`` are read by workers at the moment they decide, so a
+  change applies to every later attempt, including jobs already queued; running workers pick
+  it up without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from queuectl.errors import UsageError
+
+__all__ = ["DEFAULTS", "KEYS", "Config", "canonical_key", "parse_value"]
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"must be a whole number between {low} and {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _number_in(low: float, high: float) -> Callable[[str], float | int]:
+    def parse(text: str) -> float | int:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise ValueError(f"must be a number between {low:g} and {high:g}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise ValueError(f"must be a number between {low:g} and {high:g}")
+        return int(value) if value.is_integer() else value
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+
+
+KEYS: Final[dict[str, Key]] = {
+    key.name: key
+    for key in (
+        Key(
+            "max-retries",
+            3,
+            _int_in(0, 1000),
+            "retries after the first run before a job goes to the DLQ (per job: max_retries)",
+        ),
+        Key(
+            "backoff-base",
+            2,
+            _number_in(1, 1000),
+            "a failed job waits backoff-base ** attempts seconds before its next run",
+        ),
+        Key(
+            "job-timeout",
+            0,
+            _number_in(0, 31_536_000),
+            "seconds a command may run before its process group is killed; 0 means no limit",
+        ),
+    )
+}
+
+DEFAULTS: Final[dict[str, Any]] = {name: key.default for name, key in KEYS.items()}
+
+
+def canonical_key(name: str) -> str:
+    """Accept ``max_retries`` as well as ``max-retries``."""
+    key = name.strip().lower().replace("_", "-")
+    if key not in KEYS:
+        raise UsageError(f"unknown config key {name!r} (known: {', '.join(KEYS)})")
+    return key
+
+
+def parse_value(key: str, text: str) -> Any:
+    try:
+        return KEYS[key].parse(text)
+    except ValueError as exc:
+        raise UsageError(f"invalid value {text!r} for {key}: {exc}") from None
+
+
+class Config:
+    """Reads ``config.json`` and re-reads it only when its mtime changes (cheap per job)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._values: dict[str, Any] = dict(DEFAULTS)
+
+    def values(self) -> dict[str, Any]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._values = None, dict(DEFAULTS)
+            return self._values
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            self._values = self._read()
+            self._stamp = stamp
+        return self._values
+
+    def get(self, key: str) -> Any:
+        return self.values()[key]
+
+    def _read(self) -> dict[str, Any]:
+        values = dict(DEFAULTS)
+        try:
+            stored = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return values
+        if isinstance(stored, dict):
+            for key, value in stored.items():
+                if key in KEYS:
+                    try:
+                        values[key] = KEYS[key].parse(str(value))
+                    except ValueError:
+                        pass
+        return values

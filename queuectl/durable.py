@@ -1,0 +1,152 @@
+"""Durable file primitives: the only code that creates, renames or fsyncs job files.
+
+Every job file reaches its folder the Maildir way: written under ``tmp/`` with a unique name,
+fsynced, renamed into place, and then the destination directory is fsynced, because on Linux a
+rename is atomic at once but durable only after the directory itself is flushed (fsync(2)).
+
+An fsync error is treated as final for the operation (PostgreSQL "fsyncgate"): the data may be
+lost even if a retry "succeeds", so we raise ``StorageError`` and never retry.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+from queuectl.errors import StorageError
+
+__all__ = [
+    "FILE_MODE",
+    "fsync_dir",
+    "fsync_fd",
+    "rename_noreplace",
+    "sync_all",
+    "tmp_name",
+    "write_tmp",
+]
+
+FILE_MODE: Final = 0o600
+"""Job files and journal segments are private to the worker's user."""
+
+_AT_FDCWD: Final = -100
+_RENAME_NOREPLACE: Final = 1
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+_syncfs = getattr(_libc, "syncfs", None)
+
+
+def _storage_error(action: str, path: str | os.PathLike[str], exc: OSError) -> StorageError:
+    reason = exc.strerror or str(exc)
+    return StorageError(f"cannot {action} {os.fspath(path)}: {reason}")
+
+
+def fsync_fd(fd: int, path: str | os.PathLike[str]) -> None:
+    """fsync, converting failure into a final ``StorageError`` (never retried)."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise _storage_error("fsync", path, exc) from exc
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make the entries of a directory (renames, creations, unlinks) durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise _storage_error("open directory", path, exc) from exc
+    try:
+        fsync_fd(fd, path)
+    finally:
+        os.close(fd)
+
+
+def tmp_name(tmp_dir: Path, stem: str) -> Path:
+    """A unique in-flight name; the pid lets fsck tell whose leftovers these are."""
+    return tmp_dir / f"{stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def write_tmp(tmp_dir: Path, stem: str, data: bytes) -> tuple[Path, int]:
+    """Write ``data`` to a fresh tmp file and return (path, open fd) without fsyncing.
+
+    The caller decides how to make it durable (``fsync_fd`` for one, ``sync_all`` for a
+    batch) and must close the fd. On any error the partial file is removed, so a full disk
+    never leaves half-written files behind.
+    """
+    path = tmp_name(tmp_dir, stem)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except OSError as exc:
+        raise _storage_error("create", path, exc) from exc
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+    except OSError as exc:
+        os.close(fd)
+        _unlink_quietly(path)
+        raise _storage_error("write", path, exc) from exc
+    return path, fd
+
+
+def sync_all(fds: list[int], paths: list[Path]) -> None:
+    """Make every given file durable, with one syscall when the batch is large.
+
+    ``syncfs`` flushes the whole filesystem holding the files: for a batch of many small
+    files it costs about as much as one fsync, instead of one fsync each.
+    """
+    if len(fds) >= 8 and _syncfs is not None:
+        if _syncfs(fds[0]) != 0:
+            err = ctypes.get_errno()
+            raise _storage_error("syncfs", paths[0], OSError(err, os.strerror(err)))
+        return
+    for fd, path in zip(fds, paths, strict=True):
+        fsync_fd(fd, path)
+
+
+def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> bool:
+    """Atomically move ``src`` to ``dst`` unless ``dst`` exists; False if it does.
+
+    This is the claim primitive: of several processes renaming the same source, the kernel
+    lets exactly one succeed (the others get ENOENT), and NOREPLACE guarantees we never
+    silently overwrite a job that already sits at the destination.
+    Raises FileNotFoundError when ``src`` is gone (somebody else moved it first).
+    """
+    if _renameat2 is not None:
+        res = _renameat2(
+            _AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE
+        )
+        if res == 0:
+            return True
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            return False
+        if err not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(err, os.strerror(err), os.fspath(src))
+    # Filesystems without RENAME_NOREPLACE: link() refuses to replace, then drop the source.
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        return False
+    os.unlink(src)
+    return True
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def unlink_all(paths: Iterable[Path]) -> None:
+    """Remove leftovers after a failure; errors are ignored because we are already failing."""
+    for path in paths:
+        _unlink_quietly(path)

@@ -1,0 +1,55 @@
+"""One small error tree; every class knows the exit code the CLI must use for it.
+
+Domain code raises these and never prints; ``cli.main`` turns them into one line on stderr.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AlreadyExists",
+    "InvalidJob",
+    "JournalCorrupt",
+    "NoWorkers",
+    "NotFound",
+    "QueueError",
+    "StorageError",
+    "UsageError",
+]
+
+
+class QueueError(Exception):
+    """Base class: an operational failure (exit 1) with a message fit for a user."""
+
+    exit_code: ClassVar[int] = 1
+
+
+class UsageError(QueueError):
+    """Bad arguments or configuration values (exit 2)."""
+
+    exit_code: ClassVar[int] = 2
+
+
+class InvalidJob(UsageError):
+    """Job JSON that does not describe a valid job (exit 2)."""
+
+
+class NotFound(QueueError):
+    """No job (or no worker) with that name exists."""
+
+
+class AlreadyExists(QueueError):
+    """A job id is already taken in some state folder."""
+
+
+class NoWorkers(QueueError):
+    """An operation needed live workers and there were none."""
+
+
+class StorageError(QueueError):
+    """The disk refused a write or an fsync; the operation did not take effect."""
+
+
+class JournalCorrupt(QueueError):
+    """Damage in the middle of the journal, followed by valid records."""

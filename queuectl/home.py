@@ -1,0 +1,112 @@
+"""The queue home: where it is, what lives in it, and creating it safely.
+
+Layout (a public interface, documented in the README)::
+
+    <home>/
+      pending/ processing/ completed/ failed/ dead/   one <id>.json per job
+      tmp/        in-flight writes, renamed into a state folder when durable
+      rejected/   dropped files that are not valid jobs, each with <name>.reason
+      journal/    append-only event journal segments, 00000001.log, ...
+      logs/<id>/  stdout and stderr of every attempt: <attempt>.out, <attempt>.err
+      workers/    one <pid>.json per live worker process, flock-ed while it lives
+      locks/      lock files (never deleted: filelock #27)
+      config.json persisted settings
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from queuectl.errors import UsageError
+from queuectl.job import JobState
+
+__all__ = ["STATE_DIRS", "Home", "resolve_home"]
+
+STATE_DIRS: Final = tuple(state.value for state in JobState)
+AUX_DIRS: Final = ("tmp", "rejected", "journal", "logs", "workers", "locks")
+DIR_MODE: Final = 0o700
+
+
+def resolve_home(option: str | None) -> Path:
+    """``--home`` beats ``$QUEUECTL_HOME`` beats ``~/.queuectl``."""
+    chosen = option or os.environ.get("QUEUECTL_HOME") or "~/.queuectl"
+    return Path(chosen).expanduser().absolute()
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    def state_dir(self, state: JobState | str) -> Path:
+        return self.root / (state.value if isinstance(state, JobState) else state)
+
+    def job_path(self, state: JobState | str, job_id: str) -> Path:
+        return self.state_dir(state) / f"{job_id}.json"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def rejected(self) -> Path:
+        return self.root / "rejected"
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "journal"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def workers(self) -> Path:
+        return self.root / "workers"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.json"
+
+    def ensure(self) -> Home:
+        """Create the tree on first use (0700) and refuse homes that others can write.
+
+        A folder writable by other users would let them drop commands that run as us, so we
+        refuse to run, as ssh does with StrictModes.
+        """
+        old_umask = os.umask(0o077)
+        try:
+            self._mkdir(self.root)
+            for name in (*STATE_DIRS, *AUX_DIRS):
+                self._mkdir(self.root / name)
+        finally:
+            os.umask(old_umask)
+        return self
+
+    def _mkdir(self, path: Path) -> None:
+        try:
+            path.mkdir(mode=DIR_MODE, parents=path == self.root, exist_ok=True)
+        except FileExistsError:
+            raise UsageError(f"{path} exists and is not a directory") from None
+        except OSError as exc:
+            raise UsageError(f"cannot create {path}: {exc.strerror}") from None
+        st = path.stat() if path == self.root else path.lstat()
+        if not _is_dir(st.st_mode):
+            raise UsageError(f"{path} is not a directory (symlinks are not followed)")
+        if st.st_mode & 0o022:
+            raise UsageError(
+                f"refusing to use {path}: it is writable by group or others "
+                f"(mode {st.st_mode & 0o777:o}); run: chmod go-w {path}"
+            )
+
+
+def _is_dir(mode: int) -> bool:
+    import stat
+
+    return stat.S_ISDIR(mode)

@@ -1,0 +1,262 @@
+"""The job record and its validation. No I/O here.
+
+A job file is the JSON of ``Job.to_dict()``. Reading is lenient (unknown keys are kept and
+written back, so files from newer versions survive a round trip); accepting *new* jobs from
+users is strict (unknown fields are an error, so a typo such as ``max_retry`` is not silently
+ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from queuectl.errors import InvalidJob
+
+__all__ = [
+    "ACCEPTED_FIELDS",
+    "ID_PATTERN",
+    "MAX_COMMAND_BYTES",
+    "Job",
+    "JobState",
+    "format_time",
+    "job_from_input",
+    "new_job_id",
+    "parse_time",
+    "utcnow",
+    "validate_id",
+]
+
+
+class JobState(StrEnum):
+    """A job's state is the name of the folder holding its file."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""Safe ids: no slash, no leading dot, so ``<folder>/<id>.json`` never leaves its folder."""
+
+MAX_COMMAND_BYTES: Final = 131_071
+"""Linux refuses any single exec argument over 128 KiB (MAX_ARG_STRLEN, counting the NUL),
+and the command is passed as one argument to ``/bin/sh -c``: longer ones could never run."""
+
+MAX_RETRIES_LIMIT: Final = 1000
+
+ACCEPTED_FIELDS: Final = frozenset({"id", "command", "max_retries"})
+"""Fields a user may set when creating a job; every other field is managed by queuectl."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(moment: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and a Z, e.g. ``2026-11-23T12:30:00.123Z``."""
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def parse_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
+def new_job_id(now: datetime | None = None) -> str:
+    """Generated ids sort by creation time, so ``ls pending/`` is roughly FIFO order."""
+    moment = now or utcnow()
+    return moment.strftime("%Y%m%d-%H%M%S-") + f"{moment.microsecond:06d}-{secrets.token_hex(3)}"
+
+
+def validate_id(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidJob("'id' must be a string")
+    if not ID_PATTERN.fullmatch(value):
+        raise InvalidJob(
+            f"invalid id {value!r}: use 1-128 characters from A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+@dataclass
+class Job:
+    """One job. ``rev`` grows by one on every state change: the highest rev of an id wins
+    whenever two copies disagree (a journal replay, or a duplicate left by a power cut)."""
+
+    id: str
+    command: str
+    state: JobState
+    attempts: int
+    max_retries: int
+    created_at: str
+    updated_at: str
+    rev: int = 1
+    next_run_at: str | None = None
+    last_exit_code: int | None = None
+    last_error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    worker: str | None = None
+    source: str = "cli"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "command": self.command,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "max_retries": self.max_retries,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "next_run_at": self.next_run_at,
+            "last_exit_code": self.last_exit_code,
+            "last_error": self.last_error,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "worker": self.worker,
+            "source": self.source,
+            "rev": self.rev,
+        }
+        for key, value in self.extra.items():
+            data.setdefault(key, value)
+        return data
+
+    def to_json(self) -> bytes:
+        return (json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        """Read a stored job; raises ``InvalidJob`` when required fields are missing or wrong."""
+        try:
+            known = {name for name in cls.__dataclass_fields__ if name != "extra"}
+            extra = {k: v for k, v in data.items() if k not in known}
+            job = cls(
+                id=validate_id(data["id"]),
+                command=_require_command(data["command"]),
+                state=JobState(data["state"]),
+                attempts=_require_int(data["attempts"], "attempts", 0, 1 << 31),
+                max_retries=_require_int(data["max_retries"], "max_retries", 0, MAX_RETRIES_LIMIT),
+                created_at=str(data["created_at"]),
+                updated_at=str(data["updated_at"]),
+                rev=_require_int(data.get("rev", 1), "rev", 0, 1 << 62),
+                next_run_at=data.get("next_run_at"),
+                last_exit_code=data.get("last_exit_code"),
+                last_error=data.get("last_error"),
+                started_at=data.get("started_at"),
+                finished_at=data.get("finished_at"),
+                worker=data.get("worker"),
+                source=str(data.get("source", "cli")),
+                extra=extra,
+            )
+        except KeyError as exc:
+            raise InvalidJob(f"missing field {exc.args[0]!r}") from None
+        except ValueError as exc:
+            raise InvalidJob(str(exc)) from None
+        return job
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Job:
+        return cls.from_dict(_load_object(raw))
+
+
+def _load_object(raw: bytes | str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidJob(f"invalid JSON: {_short_json_error(exc)}") from None
+    if not isinstance(data, dict):
+        raise InvalidJob("a job must be a JSON object")
+    return data
+
+
+def _short_json_error(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+
+
+def _require_command(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidJob("'command' must be a string")
+    if not value.strip():
+        raise InvalidJob("'command' must not be empty")
+    if "\x00" in value:
+        raise InvalidJob("'command' must not contain NUL bytes")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidJob("'command' is not valid Unicode text") from None
+    if size > MAX_COMMAND_BYTES:
+        raise InvalidJob(f"'command' is longer than {MAX_COMMAND_BYTES} bytes")
+    return value
+
+
+def _require_int(value: object, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidJob(f"'{name}' must be an integer")
+    if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
+        raise InvalidJob(f"'{name}' must be an integer")
+    number = int(value)
+    if not low <= number <= high:
+        raise InvalidJob(f"'{name}' must be between {low} and {high}")
+    return number
+
+
+def job_from_input(
+    raw: bytes | str | dict[str, Any],
+    *,
+    default_max_retries: int,
+    fallback_id: str | None = None,
+    source: str = "cli",
+    now: datetime | None = None,
+) -> Job:
+    """Build a new pending job from user input, strictly validated.
+
+    ``fallback_id`` is the id taken from a dropped file's name when its JSON has none.
+    """
+    data = raw if isinstance(raw, dict) else _load_object(raw)
+    unknown = sorted(set(data) - ACCEPTED_FIELDS)
+    if unknown:
+        raise InvalidJob(
+            f"unknown field {unknown[0]!r} (accepted: {', '.join(sorted(ACCEPTED_FIELDS))})"
+        )
+    if "command" not in data:
+        raise InvalidJob("missing field 'command'")
+    command = _require_command(data["command"])
+    if "id" in data:
+        job_id = validate_id(data["id"])
+    elif fallback_id is not None:
+        job_id = validate_id(fallback_id)
+    else:
+        job_id = new_job_id(now)
+    max_retries = default_max_retries
+    if "max_retries" in data:
+        max_retries = _require_int(data["max_retries"], "max_retries", 0, MAX_RETRIES_LIMIT)
+    stamp = format_time(now or utcnow())
+    return Job(
+        id=job_id,
+        command=command,
+        state=JobState.PENDING,
+        attempts=0,
+        max_retries=max_retries,
+        created_at=stamp,
+        updated_at=stamp,
+        source=source,
+    )

@@ -1,0 +1,258 @@
+"""The append-only event journal: checksummed lines, group commit, torn-tail repair, replay.
+
+Format: segments ``journal/00000001.log``, ``00000002.log``, ... each a sequence of lines::
+
+    <crc32 of the JSON, 8 hex digits> <one compact JSON object>\\n
+
+JSON never contains a raw newline, so a line is complete exactly when it ends in ``\\n`` and its
+checksum matches. Every record carries the full job after the change and the job's ``rev``; the
+state is rebuilt by keeping, per id, the record with the highest rev, so replay does not depend
+on the order in which processes interleaved their appends.
+
+Writers in all processes append to the newest segment while holding ``locks/journal.lock``.
+Inside one process, threads share fsyncs (group commit): whoever finds no flush in progress
+becomes the leader and writes and fsyncs every record queued so far in one go; the others wait.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from filelock import FileLock
+
+from queuectl.durable import FILE_MODE, fsync_dir, fsync_fd
+from queuectl.errors import JournalCorrupt, StorageError
+
+__all__ = ["SEGMENT_BYTES", "Journal", "JournalScan", "Record", "encode_record", "scan"]
+
+SEGMENT_BYTES: Final = 64 << 20
+"""Rotate to a new segment once the current one passes 64 MiB (etcd's choice)."""
+
+_SUFFIX: Final = ".log"
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    payload = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+    return b"%08x %s\n" % (zlib.crc32(payload), payload)
+
+
+def _segment_name(number: int) -> str:
+    return f"{number:08d}{_SUFFIX}"
+
+
+def segment_numbers(directory: Path) -> list[int]:
+    numbers = []
+    for name in os.listdir(directory):
+        stem = name[: -len(_SUFFIX)]
+        if name.endswith(_SUFFIX) and stem.isdigit():
+            numbers.append(int(stem))
+    return sorted(numbers)
+
+
+class _Batch:
+    """Records waiting for the same fsync; ``error`` is set if that fsync failed."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.done = False
+        self.error: BaseException | None = None
+
+
+class Journal:
+    def __init__(self, directory: Path, lock_path: Path, segment_bytes: int = SEGMENT_BYTES):
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self._file_lock = FileLock(lock_path, poll_interval=0.001, thread_local=False)
+        self._cond = threading.Condition()
+        self._open_batch = _Batch()
+        self._flushing = False
+        self._fd: int | None = None
+        self._number = 0
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        """Durably append records; returns only after they are fsynced (or raises)."""
+        if not records:
+            return
+        lines = [encode_record(r) for r in records]
+        with self._cond:
+            batch = self._open_batch
+            batch.lines.extend(lines)
+            while not batch.done:
+                if self._flushing:
+                    self._cond.wait()
+                    continue
+                self._flushing = True
+                self._open_batch = _Batch()
+                self._cond.release()
+                try:
+                    self._flush(batch)
+                except BaseException as exc:  # every waiter of this batch must see it
+                    batch.error = exc
+                finally:
+                    self._cond.acquire()
+                    self._flushing = False
+                    batch.done = True
+                    self._cond.notify_all()
+        if batch.error is not None:
+            if isinstance(batch.error, StorageError):
+                raise StorageError(str(batch.error))
+            raise batch.error
+
+    def _flush(self, batch: _Batch) -> None:
+        data = b"".join(batch.lines)
+        with self._file_lock:
+            fd = self._current_fd()
+            size = self._repair_tail(fd)
+            if size >= self.segment_bytes:
+                fd = self._rotate()
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as exc:
+                # Leave no partial record behind: cut the file back to where we started.
+                self._truncate_quietly(fd, size)
+                raise StorageError(f"cannot append to the journal: {exc.strerror}") from exc
+            fsync_fd(fd, self._path(self._number))
+
+    def _path(self, number: int) -> Path:
+        return self.directory / _segment_name(number)
+
+    def _current_fd(self) -> int:
+        """The newest segment; another process may have rotated since our last append."""
+        if self._fd is None:
+            numbers = segment_numbers(self.directory)
+            self._open(numbers[-1] if numbers else 1)
+        while self._path(self._number + 1).exists():
+            self._open(self._number + 1)
+        assert self._fd is not None
+        return self._fd
+
+    def _open(self, number: int) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        path = self._path(number)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            raise StorageError(f"cannot open journal segment {path}: {exc.strerror}") from exc
+        self._fd, self._number = fd, number
+        if os.fstat(fd).st_size == 0:
+            fsync_dir(self.directory)
+
+    def _rotate(self) -> int:
+        self._open(self._number + 1)
+        assert self._fd is not None
+        return self._fd
+
+    def _repair_tail(self, fd: int) -> int:
+        """Cut off a record torn by a writer that died mid-append; return the clean size.
+
+        Only called under the journal lock, so a tail without a newline cannot belong to a
+        writer that is still alive.
+        """
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return size
+        good = _last_newline_end(fd, size)
+        try:
+            os.ftruncate(fd, good)
+        except OSError as exc:
+            raise StorageError(f"cannot repair the journal tail: {exc.strerror}") from exc
+        fsync_fd(fd, self._path(self._number))
+        return good
+
+    @staticmethod
+    def _truncate_quietly(fd: int, size: int) -> None:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _last_newline_end(fd: int, size: int) -> int:
+    """Offset just past the last ``\\n`` before ``size`` (0 if none), reading backwards."""
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        index = chunk.rfind(b"\n")
+        if index >= 0:
+            return start + index + 1
+        end = start
+    return 0
+
+
+@dataclass(frozen=True)
+class Record:
+    segment: Path
+    offset: int
+    data: dict[str, Any]
+
+
+@dataclass
+class JournalScan:
+    """The outcome of reading the whole journal: records plus what was wrong with it."""
+
+    records: list[Record]
+    torn_tail: tuple[Path, int] | None = None
+
+
+def iter_segment(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """Yield (offset, record) per line; record is None for a damaged or torn line."""
+    with open(path, "rb") as handle:
+        offset = 0
+        for line in handle:
+            yield offset, _decode(line)
+            offset += len(line)
+
+
+def _decode(line: bytes) -> dict[str, Any] | None:
+    if len(line) < 11 or not line.endswith(b"\n") or line[8:9] != b" ":
+        return None
+    payload = line[9:-1]
+    try:
+        if int(line[:8], 16) != zlib.crc32(payload):
+            return None
+        record = json.loads(payload)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def scan(directory: Path) -> JournalScan:
+    """Read every segment in order.
+
+    A damaged stretch at the very end is a torn tail (a writer died mid-append): reported and
+    ignored. Damage followed by any valid record is corruption and raises ``JournalCorrupt``
+    naming the file and byte offset, because silently skipping it could lose events.
+    """
+    result = JournalScan(records=[])
+    damage: tuple[Path, int] | None = None
+    for number in segment_numbers(directory):
+        path = directory / _segment_name(number)
+        for offset, data in iter_segment(path):
+            if data is None:
+                damage = damage or (path, offset)
+                continue
+            if damage is not None:
+                raise JournalCorrupt(
+                    f"journal damaged in {damage[0]} at byte {damage[1]} "
+                    "(valid records follow it); run: queuectl fsck --repair"
+                )
+            result.records.append(Record(path, offset, data))
+    result.torn_tail = damage
+    return result

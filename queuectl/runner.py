@@ -1,0 +1,180 @@
+"""Run one job's command and report how the attempt ended.
+
+The command runs as ``/bin/sh -c COMMAND`` in a session (and so a process group) of its own, so
+a timeout or a forced stop can kill everything it started. It inherits the job file's lock
+descriptor: if the worker dies, the command keeps the job locked until it, too, has exited,
+so recovery never starts a second copy next to a survivor.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from queuectl.job import utcnow
+from queuectl.scheduler import Outcome, OutcomeKind
+
+__all__ = ["KILL_GRACE_SECONDS", "Execution", "run_command"]
+
+KILL_GRACE_SECONDS: Final = 5.0
+"""After a timeout the group gets SIGTERM, then SIGKILL if it is still there this much later."""
+
+STDERR_TAIL_BYTES: Final = 400
+
+
+@dataclass
+class Execution:
+    """A command in flight; ``kill()`` may be called from any thread (forced stop)."""
+
+    command: str
+    env: dict[str, str]
+    lock_fd: int
+    stdout_path: Path
+    stderr_path: Path
+    timeout: float = 0.0
+    umask: int = 0o022
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _killed: bool = False
+
+    def kill(self) -> None:
+        with self._guard:
+            self._killed = True
+            self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, signum: int) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            try:
+                os.killpg(proc.pid, signum)
+            except ProcessLookupError:
+                pass
+
+
+def run_command(execution: Execution) -> Outcome:
+    started = utcnow()
+    try:
+        proc = _spawn(execution)
+    except OSError as exc:
+        return Outcome(
+            OutcomeKind.SPAWN_FAILED,
+            error=f"cannot start /bin/sh: {exc.strerror}",
+            started_at=started,
+            finished_at=utcnow(),
+        )
+    with execution._guard:
+        execution._proc = proc
+        if execution._killed:
+            execution._signal_group(signal.SIGKILL)
+    timed_out = _wait(proc, execution)
+    finished = utcnow()
+    return _outcome(proc.returncode, timed_out, execution, started, finished)
+
+
+def _spawn(execution: Execution) -> subprocess.Popen[bytes]:
+    with open(execution.stdout_path, "wb") as out, open(execution.stderr_path, "wb") as err:
+        return subprocess.Popen(
+            ["/bin/sh", "-c", execution.command],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=execution.env,
+            start_new_session=True,
+            pass_fds=(execution.lock_fd,),
+            umask=execution.umask,
+        )
+
+
+def _wait(proc: subprocess.Popen[bytes], execution: Execution) -> bool:
+    """Wait for exit without polling; on timeout, TERM then KILL the group. True if timed out."""
+    if execution.timeout <= 0:
+        proc.wait()
+        return False
+    if _exited_within(proc, execution.timeout):
+        proc.wait()
+        return False
+    with execution._guard:
+        execution._signal_group(signal.SIGTERM)
+    if not _exited_within(proc, KILL_GRACE_SECONDS):
+        with execution._guard:
+            execution._signal_group(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def _exited_within(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    """Block on a pidfd (an event, not a poll loop) until the process exits or time is up."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (OSError, AttributeError):
+        try:
+            proc.wait(timeout=seconds)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        ready, _, _ = select.select([pidfd], [], [], seconds)
+        return bool(ready)
+    finally:
+        os.close(pidfd)
+
+
+def _outcome(code: int, timed_out: bool, execution: Execution, started, finished) -> Outcome:  # type: ignore[no-untyped-def]
+    tail = _stderr_tail(execution.stderr_path)
+    if timed_out:
+        error = f"timeout: killed after {execution.timeout:g}s"
+        return Outcome(
+            OutcomeKind.TIMED_OUT,
+            exit_code=None,
+            error=error,
+            started_at=started,
+            finished_at=finished,
+        )
+    if code == 0:
+        return Outcome(OutcomeKind.SUCCEEDED, exit_code=0, started_at=started, finished_at=finished)
+    if code < 0:
+        name = _signal_name(-code)
+        return Outcome(
+            OutcomeKind.KILLED,
+            exit_code=code,
+            error=_join(f"killed by {name}", tail),
+            started_at=started,
+            finished_at=finished,
+        )
+    return Outcome(
+        OutcomeKind.FAILED,
+        exit_code=code,
+        error=_join(f"exit code {code}", tail),
+        started_at=started,
+        finished_at=finished,
+    )
+
+
+def _join(head: str, tail: str) -> str:
+    return f"{head}: {tail}" if tail else head
+
+
+def _stderr_tail(path: Path) -> str:
+    """The last non-empty line of stderr, so ``last_error`` says *why* (e.g. not found)."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - STDERR_TAIL_BYTES))
+            data = handle.read()
+    except OSError:
+        return ""
+    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+    return lines[-1][:200] if lines else ""
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

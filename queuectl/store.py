@@ -1,0 +1,536 @@
+"""The state folders: durable writes, claims by rename, look-ups. The only writer of job files.
+
+Protocol for every state change (``Store.commit``):
+
+1. write the new job JSON to ``tmp/`` and fsync it (``syncfs`` for large batches);
+2. rename it into the destination folder, then fsync that folder;
+3. only now unlink the old copy, so a job file is never removed before its replacement is
+   durable (a crash in between leaves two copies; the higher ``rev`` wins);
+4. append one journal record per change and fsync the journal;
+5. only then return, so the caller can tell the user.
+
+A claim (``Store.claim``) takes a kernel ``flock`` on the job file and then renames it from
+``pending/`` (or ``failed/``) into ``processing/``. The rename is what makes a claim exclusive
+across processes; the lock stays held by the worker, and by the job's command, which inherits
+the descriptor, for as long as either lives, so a file in ``processing/`` whose lock can be
+taken belongs to nobody and may be recovered.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import fcntl
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+
+from queuectl.config import Config
+from queuectl.durable import (
+    FILE_MODE,
+    fsync_dir,
+    fsync_fd,
+    rename_noreplace,
+    sync_all,
+    unlink_all,
+    write_tmp,
+)
+from queuectl.errors import AlreadyExists, InvalidJob, NotFound, QueueError, StorageError
+from queuectl.home import Home
+from queuectl.job import (
+    ID_PATTERN,
+    Job,
+    JobState,
+    format_time,
+    job_from_input,
+    parse_time,
+    utcnow,
+)
+from queuectl.journal import Journal
+
+__all__ = [
+    "DROP_GRACE_SECONDS",
+    "Change",
+    "Claim",
+    "ClaimMiss",
+    "Store",
+    "with_state",
+]
+
+MAX_JOB_FILE_BYTES: Final = 4 << 20
+"""Dropped files larger than this are rejected unread."""
+
+DROP_GRACE_SECONDS: Final = 2.0
+"""A dropped file that does not parse is left alone until it has been unchanged this long,
+because its writer may still be writing it."""
+
+
+@dataclass
+class Change:
+    """One job written to the folder of ``job.state``; ``remove`` is the copy it replaces."""
+
+    job: Job
+    event: str
+    remove: Path | None = None
+    exclusive: bool = False
+    """Refuse (AlreadyExists) instead of replacing an existing file at the destination."""
+
+
+@dataclass
+class Claim:
+    """A job this process now owns: its file sits in processing/ and ``fd`` holds the lock."""
+
+    job: Job
+    fd: int
+    path: Path
+    origin: JobState
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass
+class ClaimMiss:
+    """Why a claim did not happen; ``retry_at`` is set when it is worth trying again later."""
+
+    reason: str
+    retry_at: float | None = None
+    rejected: bool = False
+
+
+@dataclass
+class _Opened:
+    fd: int
+    path: Path
+    st: os.stat_result
+    raw: bytes = field(default=b"", repr=False)
+
+
+class Store:
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.journal = Journal(home.journal, home.locks / "journal.lock")
+        self.config = Config(home.config_file)
+
+    # ---------------------------------------------------------------- look-ups
+
+    def locate(self, job_id: str) -> tuple[JobState, Path] | None:
+        """Find a job in any state folder. Checks follow the usual flow of a job, so a job
+        moving while we look is still seen in one of the places we check next."""
+        if not ID_PATTERN.fullmatch(job_id):
+            return None
+        for state in (
+            JobState.DEAD,
+            JobState.PENDING,
+            JobState.FAILED,
+            JobState.PROCESSING,
+            JobState.COMPLETED,
+        ):
+            path = self.home.job_path(state, job_id)
+            if os.path.lexists(path):
+                return state, path
+        return None
+
+    def load(self, job_id: str) -> Job:
+        for _ in range(3):  # the job may move between folders while we read it
+            found = self.locate(job_id)
+            if found is None:
+                break
+            state, path = found
+            try:
+                job = Job.from_json(path.read_bytes())
+            except FileNotFoundError:
+                continue
+            except InvalidJob as exc:
+                raise QueueError(f"job file {path} is damaged: {exc}") from None
+            job.state = state  # the folder is authoritative (processing keeps the old text)
+            return job
+        raise NotFound(f"no job with id {job_id!r}")
+
+    def job_names(self, state: JobState) -> list[str]:
+        """File names in a state folder, oldest first (by the time they entered it)."""
+        entries = []
+        with os.scandir(self.home.state_dir(state)) as it:
+            for entry in it:
+                if _is_job_name(entry.name):
+                    try:
+                        entries.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.name))
+                    except FileNotFoundError:
+                        continue
+        entries.sort()
+        return [name for _, name in entries]
+
+    def count(self, state: JobState | str) -> int:
+        with os.scandir(self.home.state_dir(state)) as it:
+            return sum(1 for entry in it if _is_job_name(entry.name))
+
+    def jobs(self, state: JobState, limit: int | None = None) -> Iterator[Job]:
+        names = self.job_names(state)
+        produced = 0
+        for name in names:
+            if limit is not None and produced >= limit:
+                return
+            path = self.home.state_dir(state) / name
+            try:
+                job = Job.from_json(path.read_bytes())
+            except (FileNotFoundError, InvalidJob, OSError):
+                continue  # moved meanwhile, or a drop not yet adopted
+            job.state = state
+            produced += 1
+            yield job
+
+    # ---------------------------------------------------------------- writes
+
+    def commit(self, changes: list[Change]) -> None:
+        """Apply changes durably (see the module docstring); all-or-nothing per file."""
+        if not changes:
+            return
+        tmps: list[Path] = []
+        fds: list[int] = []
+        try:
+            for change in changes:
+                path, fd = write_tmp(self.home.tmp, change.job.id, change.job.to_json())
+                tmps.append(path)
+                fds.append(fd)
+            sync_all(fds, tmps)
+        except BaseException:
+            unlink_all(tmps)
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self._publish(changes, tmps)
+        now = format_time(utcnow())
+        self.journal.append(
+            [
+                {"ts": now, "event": c.event, "pid": os.getpid(), "job": c.job.to_dict()}
+                for c in changes
+            ]
+        )
+
+    def _publish(self, changes: list[Change], tmps: list[Path]) -> None:
+        published: list[Path] = []
+        try:
+            for change, tmp in zip(changes, tmps, strict=True):
+                dst = self.home.job_path(change.job.state, change.job.id)
+                if change.exclusive:
+                    if not rename_noreplace(tmp, dst):
+                        raise AlreadyExists(f"job {change.job.id!r} already exists")
+                else:
+                    os.replace(tmp, dst)
+                published.append(dst)
+            for directory in {p.parent for p in published}:
+                fsync_dir(directory)
+        except BaseException as exc:
+            # Nothing was unlinked yet, so withdrawing the new copies loses nothing.
+            unlink_all(published)
+            unlink_all(tmps)
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot move job files into place: {exc.strerror}") from exc
+            raise
+        for change, dst in zip(changes, published, strict=True):
+            if change.remove is not None and change.remove != dst:
+                try:
+                    os.unlink(change.remove)
+                except FileNotFoundError:
+                    pass
+
+    def enqueue(self, jobs: list[Job]) -> None:
+        """Add new jobs as one group commit. Ids given by users must be new in every state."""
+        seen: set[str] = set()
+        for job in jobs:
+            if job.id in seen or self.locate(job.id) is not None:
+                raise AlreadyExists(f"job {job.id!r} already exists")
+            seen.add(job.id)
+        self.commit([Change(job, "enqueued", exclusive=True) for job in jobs])
+
+    def retry_dead(self, job_id: str, now: datetime) -> Job:
+        """Move a dead job back to pending with attempts reset (the journal keeps history)."""
+        if not ID_PATTERN.fullmatch(job_id):
+            raise NotFound(f"job {job_id!r} is not in the dead letter queue")
+        opened = self._open_locked(self.home.job_path(JobState.DEAD, job_id))
+        if isinstance(opened, ClaimMiss):
+            if opened.reason == "busy":
+                raise QueueError(f"job {job_id!r} is being changed by another process")
+            raise NotFound(f"job {job_id!r} is not in the dead letter queue")
+        try:
+            job = Job.from_json(_read_all(opened.fd))
+            retried = with_state(job, JobState.PENDING, now, attempts=0, next_run_at=None)
+            self.commit([Change(retried, "retried", remove=opened.path)])
+        finally:
+            os.close(opened.fd)
+        return retried
+
+    def set_config(self, key: str, value: object) -> None:
+        """Persist one setting atomically; the lock serialises concurrent ``config set``."""
+        from filelock import FileLock
+
+        with FileLock(self.home.locks / "config.lock", thread_local=False):
+            values = dict(self.config.values())
+            values[key] = value
+            data = (json.dumps(values, indent=2) + "\n").encode()
+            path, fd = write_tmp(self.home.tmp, "config", data)
+            try:
+                fsync_fd(fd, path)
+            finally:
+                os.close(fd)
+            os.replace(path, self.home.config_file)
+            fsync_dir(self.home.root)
+
+    # ---------------------------------------------------------------- claims
+
+    def claim(self, name: str, state: JobState, worker: str, now: datetime) -> Claim | ClaimMiss:
+        """Try to take ``<state>/<name>`` for this process.
+
+        Order matters: lock first, then verify the path still names the locked file, then
+        rename. Every other claimer or recoverer needs the same lock, so at most one of them
+        can get past the lock for a given file, and the rename publishes the claim atomically.
+        """
+        src = self.home.state_dir(state) / name
+        opened = self._open_locked(src)
+        if isinstance(opened, ClaimMiss):
+            return opened
+        try:
+            job = self._parse_for_claim(opened, state, now)
+            if isinstance(job, ClaimMiss):
+                if opened.fd >= 0:
+                    os.close(opened.fd)
+                    opened.fd = -1
+                return job
+            if state is JobState.FAILED and job.next_run_at:
+                due = _timestamp(job.next_run_at)
+                if due > now.timestamp():
+                    return self._miss_closing(opened, "not due", retry_at=due)
+            dst = self.home.job_path(JobState.PROCESSING, job.id)
+            try:
+                if not rename_noreplace(opened.path, dst):
+                    return self._miss_closing(opened, "already in processing")
+            except FileNotFoundError:
+                return self._miss_closing(opened, "gone")
+            job.worker = worker
+            job.started_at = format_time(now)
+            return Claim(job=job, fd=opened.fd, path=dst, origin=state)
+        except BaseException:
+            if opened.fd >= 0:
+                os.close(opened.fd)
+            raise
+
+    def _open_locked(self, src: Path) -> _Opened | ClaimMiss:
+        try:
+            fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return ClaimMiss("gone")
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return self._reject(src, "is a symbolic link")
+            return ClaimMiss(f"cannot open: {exc.strerror}")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return ClaimMiss("busy")
+        st = os.fstat(fd)
+        try:
+            current = os.lstat(src)
+        except FileNotFoundError:
+            current = None
+        if current is None or (current.st_ino, current.st_dev) != (st.st_ino, st.st_dev):
+            os.close(fd)
+            return ClaimMiss("gone")
+        return _Opened(fd=fd, path=src, st=st)
+
+    def _parse_for_claim(self, opened: _Opened, state: JobState, now: datetime) -> Job | ClaimMiss:
+        st = opened.st
+        if not stat.S_ISREG(st.st_mode):
+            return self._reject_opened(opened, "is not a regular file")
+        if st.st_size > MAX_JOB_FILE_BYTES:
+            return self._reject_opened(opened, f"is larger than {MAX_JOB_FILE_BYTES} bytes")
+        opened.raw = _read_all(opened.fd)
+        name = opened.path.name
+        try:
+            job = Job.from_json(opened.raw)
+            if job.state is state and name == f"{job.id}.json":
+                return job
+        except InvalidJob:
+            pass
+        if state is not JobState.PENDING:
+            return self._reject_opened(opened, f"is not a valid job file for {state.value}/")
+        return self._adopt(opened, now)
+
+    def _adopt(self, opened: _Opened, now: datetime) -> Job | ClaimMiss:
+        """Turn a file dropped into pending/ by another tool into a journaled job."""
+        name = opened.path.name
+        stem = name[:-5] if name.endswith(".json") else name
+        try:
+            job = job_from_input(
+                opened.raw,
+                default_max_retries=self.config.get("max-retries"),
+                fallback_id=stem,
+                source="drop",
+                now=now,
+            )
+        except InvalidJob as exc:
+            young_until = opened.st.st_mtime + DROP_GRACE_SECONDS
+            if young_until > now.timestamp():
+                # Possibly still being written: look again once it has settled.
+                return self._miss_closing(opened, "being written", retry_at=young_until)
+            return self._reject_opened(opened, str(exc))
+        canonical = self.home.job_path(JobState.PENDING, job.id)
+        found = self.locate(job.id)
+        if found is not None and found[1] != opened.path:
+            return self._reject_opened(opened, f"job id {job.id!r} already exists")
+        path, fd = write_tmp(self.home.tmp, job.id, job.to_json())
+        try:
+            fsync_fd(fd, path)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody can see it yet
+            if canonical == opened.path:
+                os.replace(path, canonical)
+            elif not rename_noreplace(path, canonical):
+                os.unlink(path)
+                os.close(fd)
+                return self._reject_opened(opened, f"job id {job.id!r} already exists")
+            fsync_dir(canonical.parent)
+        except BaseException:
+            unlink_all([path])
+            os.close(fd)
+            raise
+        if canonical != opened.path:
+            os.unlink(opened.path)
+        os.close(opened.fd)
+        opened.fd, opened.path = fd, canonical
+        self.journal.append(
+            [
+                {
+                    "ts": format_time(now),
+                    "event": "enqueued",
+                    "pid": os.getpid(),
+                    "job": job.to_dict(),
+                    "file": name,
+                }
+            ]
+        )
+        return job
+
+    def put_back(self, claim: Claim) -> None:
+        """Undo a claim whose command never ran to the end (a stop): nothing was journaled
+        for it, so renaming the unchanged file back is the whole undo."""
+        back = self.home.job_path(claim.origin, claim.job.id)
+        try:
+            rename_noreplace(claim.path, back)
+        finally:
+            claim.release()
+
+    def _miss_closing(
+        self, opened: _Opened, reason: str, retry_at: float | None = None
+    ) -> ClaimMiss:
+        os.close(opened.fd)
+        opened.fd = -1
+        return ClaimMiss(reason, retry_at=retry_at)
+
+    def _reject_opened(self, opened: _Opened, reason: str) -> ClaimMiss:
+        miss = self._reject(opened.path, reason)
+        os.close(opened.fd)
+        opened.fd = -1
+        return miss
+
+    def _reject(self, src: Path, reason: str) -> ClaimMiss:
+        """Move a file that is not a valid job aside into rejected/, with its reason."""
+        target = self.home.rejected / src.name
+        suffix = 0
+        while True:
+            try:
+                if rename_noreplace(src, target):
+                    break
+            except FileNotFoundError:
+                return ClaimMiss("gone")
+            suffix += 1
+            target = self.home.rejected / f"{src.name}.{suffix}"
+        message = f"{src.parent.name}/{src.name} {reason}"
+        reason_path = target.with_name(target.name + ".reason")
+        fd = os.open(reason_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+        try:
+            os.write(fd, (message + "\n").encode())
+        finally:
+            os.close(fd)
+        fsync_dir(self.home.rejected)
+        self.journal.append(
+            [
+                {
+                    "ts": format_time(utcnow()),
+                    "event": "rejected",
+                    "pid": os.getpid(),
+                    "file": target.name,
+                    "reason": message,
+                }
+            ]
+        )
+        return ClaimMiss(message, rejected=True)
+
+    def rejected(self) -> list[tuple[str, str]]:
+        """(file name, reason) for every rejected file, oldest first."""
+        out = []
+        for entry in sorted(os.scandir(self.home.rejected), key=lambda e: e.name):
+            if entry.name.endswith(".reason"):
+                continue
+            reason_file = self.home.rejected / (entry.name + ".reason")
+            try:
+                reason = reason_file.read_text().strip()
+            except OSError:
+                reason = "(no reason recorded)"
+            out.append((entry.name, reason))
+        return out
+
+    # ---------------------------------------------------------------- recovery
+
+    def try_lock_orphan(self, name: str) -> tuple[Job, int, Path] | None:
+        """Lock a processing/ file whose owner (worker and command) are gone, if it is one."""
+        src = self.home.state_dir(JobState.PROCESSING) / name
+        opened = self._open_locked(src)
+        if isinstance(opened, ClaimMiss):
+            return None
+        try:
+            if not stat.S_ISREG(opened.st.st_mode):
+                self._reject_opened(opened, "is not a regular file")
+                return None
+            job = Job.from_json(_read_all(opened.fd))
+        except InvalidJob as exc:
+            self._reject_opened(opened, f"is not a valid job file ({exc})")
+            return None
+        except BaseException:
+            os.close(opened.fd)
+            raise
+        return job, opened.fd, src
+
+
+def _is_job_name(name: str) -> bool:
+    """Hidden files and ``*.tmp`` are writes in progress by other tools (the nq convention)."""
+    return not name.startswith(".") and not name.endswith((".tmp", "~"))
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    offset = 0
+    while True:
+        chunk = os.pread(fd, 1 << 20, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+def _timestamp(text: str) -> float:
+    try:
+        return parse_time(text).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def with_state(job: Job, state: JobState, now: datetime, **changes: object) -> Job:
+    """A copy of ``job`` in a new state, one revision later."""
+    return replace(job, state=state, rev=job.rev + 1, updated_at=format_time(now), **changes)

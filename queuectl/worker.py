@@ -1,0 +1,232 @@
+"""The worker process: N threads doing claim -> run -> decide -> record, plus signals.
+
+Signals only set flags (huey's habit): the first SIGTERM/SIGINT stops claiming and lets
+running commands finish; a second one kills the running commands' process groups and puts
+their jobs back, unchanged, where they were claimed from.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Final
+
+from queuectl.dispatch import RECOVERY_INTERVAL_SECONDS, Dispatcher, RunnableIndex
+from queuectl.errors import QueueError
+from queuectl.job import JobState, format_time, utcnow
+from queuectl.registry import register
+from queuectl.runner import Execution, run_command
+from queuectl.scheduler import after_attempt
+from queuectl.store import Change, Claim, ClaimMiss, Store
+
+__all__ = ["MAX_THREADS", "WorkerPool"]
+
+MAX_THREADS: Final = 256
+
+
+def _stderr_log(message: str) -> None:
+    sys.stderr.write(f"{format_time(utcnow())} [{os.getpid()}] {message}\n")
+    sys.stderr.flush()
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        store: Store,
+        threads: int,
+        *,
+        burst: bool = False,
+        child_umask: int = 0o022,
+        log: Callable[[str], None] = _stderr_log,
+        recovery_interval: float = RECOVERY_INTERVAL_SECONDS,
+    ) -> None:
+        self.store = store
+        self.threads = threads
+        self.burst = burst
+        self.child_umask = child_umask
+        self.log = log
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.index = RunnableIndex()
+        self.stopping = threading.Event()
+        self.aborting = threading.Event()
+        self._guard = threading.Lock()
+        self._busy = 0
+        self._running: dict[str, Execution] = {}
+        self._signals = 0
+        self._base_env = dict(os.environ)
+        self._base_env["QUEUECTL_HOME"] = str(store.home.root)
+        self.dispatcher = Dispatcher(
+            store,
+            self.index,
+            stopping=self.stopping,
+            on_drained=self._drained if burst else None,
+            is_idle=self._is_idle,
+            log=log,
+            recovery_interval=recovery_interval,
+        )
+
+    # ---------------------------------------------------------------- life cycle
+
+    def run(self) -> int:
+        """Serve until stopped; returns the process exit code."""
+        registration = register(self.store.home.workers, self.threads, self.burst)
+        self._install_signal_handlers()
+        mode = "burst mode" if self.burst else "until stopped"
+        self.log(
+            f"worker started with {self.threads} thread(s), {mode}; home {self.store.home.root}"
+        )
+        pool = [
+            threading.Thread(target=self._thread_main, name=f"queuectl-worker-{i}", daemon=True)
+            for i in range(self.threads)
+        ]
+        self.dispatcher.start()
+        for thread in pool:
+            thread.start()
+        try:
+            for thread in pool:
+                thread.join()
+            self.stopping.set()
+            self.dispatcher.wake()
+            self.dispatcher.join()
+        finally:
+            self.dispatcher.close()
+            registration.close()
+        if self.dispatcher.error is not None:
+            self.log(f"error: {self.dispatcher.error}")
+            return 1
+        self.log("worker stopped")
+        return 0
+
+    def request_stop(self, now: bool = False) -> None:
+        self.stopping.set()
+        self.index.close()
+        if now:
+            self.aborting.set()
+            with self._guard:
+                running = list(self._running.values())
+            for execution in running:
+                execution.kill()
+        self.dispatcher.wake()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1:
+            self.log(f"{name}: finishing running jobs, then exiting (again to stop now)")
+            self.request_stop(now=False)
+        else:
+            self.log(f"{name}: stopping now; running jobs go back to the queue")
+            self.request_stop(now=True)
+
+    def _drained(self) -> None:
+        self.log("burst: nothing pending, running or waiting for a retry")
+        self.request_stop(now=False)
+
+    def _is_idle(self) -> bool:
+        with self._guard:
+            return self._busy == 0
+
+    # ---------------------------------------------------------------- one thread
+
+    def _thread_main(self) -> None:
+        while not self.stopping.is_set():
+            item = self.index.take()
+            if item is None:
+                return
+            with self._guard:
+                self._busy += 1
+            try:
+                self._try_job(*item)
+            except QueueError as exc:
+                self.log(f"error: {exc}")
+            finally:
+                with self._guard:
+                    self._busy -= 1
+                self.dispatcher.wake()
+
+    def _try_job(self, state: JobState, name: str) -> None:
+        worker = f"{self.name}:{threading.current_thread().name.rsplit('-', 1)[-1]}"
+        result = self.store.claim(name, state, worker, utcnow())
+        if isinstance(result, ClaimMiss):
+            if result.retry_at is not None:
+                self.index.add(state, name, result.retry_at)
+            if result.rejected:
+                self.log(f"rejected {result.reason}")
+            return
+        if self.stopping.is_set():
+            self.store.put_back(result)
+            return
+        self._execute(result)
+
+    def _execute(self, claim: Claim) -> None:
+        job = claim.job
+        attempt = job.attempts + 1
+        log_dir = self.store.home.logs / job.id
+        log_dir.mkdir(mode=0o700, exist_ok=True)
+        env = dict(self._base_env, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(attempt))
+        execution = Execution(
+            command=job.command,
+            env=env,
+            lock_fd=claim.fd,
+            stdout_path=log_dir / f"{attempt}.out",
+            stderr_path=log_dir / f"{attempt}.err",
+            timeout=float(self.store.config.get("job-timeout")),
+            umask=self.child_umask,
+        )
+        with self._guard:
+            self._running[job.id] = execution
+        try:
+            self.log(f"started {job.id} (attempt {attempt}): {_short(job.command)}")
+            outcome = run_command(execution)
+        finally:
+            with self._guard:
+                del self._running[job.id]
+        if self.aborting.is_set():
+            self.store.put_back(claim)
+            self.log(f"put back {job.id}: stopped before it finished")
+            return
+        backoff = self.store.config.get("backoff-base")
+        updated = after_attempt(job, outcome, backoff_base=backoff, now=utcnow())
+        try:
+            self.store.commit([Change(updated, updated.state.value, remove=claim.path)])
+        finally:
+            claim.release()
+        self.log(_describe(updated, outcome.error))
+        if updated.state is JobState.FAILED:
+            self.index.add(JobState.FAILED, f"{job.id}.json", _due(updated.next_run_at))
+
+
+def _due(next_run_at: str | None) -> float:
+    from queuectl.job import parse_time
+
+    return parse_time(next_run_at).timestamp() if next_run_at else 0.0
+
+
+def _short(command: str, width: int = 60) -> str:
+    flat = " ".join(command.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _describe(job: object, error: str | None) -> str:
+    from queuectl.job import Job
+
+    assert isinstance(job, Job)
+    if job.state is JobState.COMPLETED:
+        return f"completed {job.id} (attempt {job.attempts})"
+    if job.state is JobState.FAILED:
+        return (
+            f"failed {job.id} (attempt {job.attempts}/{job.max_retries + 1}): {error}; "
+            f"retry at {job.next_run_at}"
+        )
+    return f"dead {job.id} after {job.attempts} attempt(s): {error}"
