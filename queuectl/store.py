@@ -19,8 +19,8 @@ taken belongs to nobody and may be recovered.
 from __future__ import annotations
 
 import errno
-import json
 import fcntl
+import json
 import os
 import stat
 from collections.abc import Iterator
