@@ -353,6 +353,90 @@ def config_list(ctx: Context, as_json: bool) -> None:
     click.echo(tabulate(rows, headers=["key", "value", "meaning"]))
 
 
+# -------------------------------------------------------------------- journal
+
+
+@cli.group()
+def journal() -> None:
+    """The append-only event journal."""
+
+
+@journal.command("rebuild")
+@pass_context
+def journal_rebuild(ctx: Context) -> None:
+    """Recreate the state folders from the journal alone (workers must be stopped).
+
+    Jobs that were running go back to the state they were claimed from and run again.
+    """
+    from queuectl.rebuild import rebuild
+
+    with _progress("rebuilding") as bar:
+        report = rebuild(ctx.store, progress=bar.update, on_total=bar.set_total)
+    click.echo(
+        f"rebuilt: {report.written} written, {report.unchanged} already right, "
+        f"{report.removed} stale copies removed"
+    )
+    if report.torn_tail:
+        path, offset = report.torn_tail
+        click.echo(f"ignored a torn last record in {path} at byte {offset}")
+    if report.unknown:
+        click.echo(
+            f"{len(report.unknown)} job file(s) not in the journal were left in place "
+            "(queuectl fsck reports them)"
+        )
+
+
+@cli.command()
+@click.option("--repair", is_flag=True, help="Fix what can be fixed safely and say what was done.")
+@pass_context
+def fsck(ctx: Context, repair: bool) -> None:
+    """Check the home: journal damage, duplicate or disagreeing job files, stale tmp files,
+    orphaned processing/ jobs, permissions. Exit 0 when clean, 1 when problems were found."""
+    from queuectl.fsck import fsck as run_fsck
+
+    findings = run_fsck(ctx.store, repair=repair)
+    for finding in findings:
+        click.echo(f"{finding.kind}: {finding.message}")
+        if finding.repaired:
+            click.echo(f"  repaired: {finding.repaired}")
+        elif repair:
+            click.echo("  not repaired")
+    if not findings:
+        click.echo("clean")
+        return
+    click.echo(f"{len(findings)} problem(s) found" + (", repairs attempted" if repair else ""))
+    sys.exit(1)
+
+
+class _Progress:
+    """A click progress bar on a terminal (stderr), silence when piped."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._bar: Any = None
+        self._enabled = sys.stderr.isatty()
+
+    def set_total(self, total: int) -> None:
+        if self._enabled and total >= 200:
+            self._bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self._bar.__enter__()
+
+    def update(self, steps: int) -> None:
+        if self._bar is not None:
+            self._bar.update(steps)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+def _progress(label: str) -> _Progress:
+    return _Progress(label)
+
+
 # -------------------------------------------------------------------- helpers
 
 

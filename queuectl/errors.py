@@ -5,6 +5,7 @@ Domain code raises these and never prints; ``cli.main`` turns them into one line
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 __all__ = [
@@ -53,3 +54,8 @@ class StorageError(QueueError):
 
 class JournalCorrupt(QueueError):
     """Damage in the middle of the journal, followed by valid records."""
+
+    def __init__(self, message: str, *, path: Path | None = None, offset: int = 0) -> None:
+        super().__init__(message)
+        self.path = path
+        self.offset = offset

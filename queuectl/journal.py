@@ -36,6 +36,7 @@ SEGMENT_BYTES: Final = 64 << 20
 """Rotate to a new segment once the current one passes 64 MiB (etcd's choice)."""
 
 _SUFFIX: Final = ".log"
+SNAPSHOT_SUFFIX: Final = ".snap"
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
@@ -105,6 +106,10 @@ class Journal:
                 raise StorageError(str(batch.error))
             raise batch.error
 
+    def exclusive(self) -> FileLock:
+        """The cross-process journal lock, for maintenance that must not race appends."""
+        return self._file_lock
+
     def _flush(self, batch: _Batch) -> None:
         data = b"".join(batch.lines)
         with self._file_lock:
@@ -127,13 +132,23 @@ class Journal:
 
     def _current_fd(self) -> int:
         """The newest segment; another process may have rotated since our last append."""
+        if self._fd is not None and not self._still_linked(self._fd):
+            os.close(self._fd)  # replaced by a repair or removed by compaction
+            self._fd = None
         if self._fd is None:
             numbers = segment_numbers(self.directory)
-            self._open(numbers[-1] if numbers else 1)
+            self._open(numbers[-1] if numbers else max(1, *snapshot_numbers(self.directory), 1))
         while self._path(self._number + 1).exists():
             self._open(self._number + 1)
         assert self._fd is not None
         return self._fd
+
+    def _still_linked(self, fd: int) -> bool:
+        try:
+            on_disk = os.stat(self._path(self._number))
+        except FileNotFoundError:
+            return False
+        return on_disk.st_ino == os.fstat(fd).st_ino
 
     def _open(self, number: int) -> None:
         if self._fd is not None:
@@ -233,17 +248,37 @@ def _decode(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def snapshot_numbers(directory: Path) -> list[int]:
+    numbers = []
+    for name in os.listdir(directory):
+        stem = name[: -len(SNAPSHOT_SUFFIX)]
+        if name.endswith(SNAPSHOT_SUFFIX) and stem.isdigit():
+            numbers.append(int(stem))
+    return sorted(numbers)
+
+
+def snapshot_path(directory: Path, number: int) -> Path:
+    """``00000007.snap`` holds the latest record of every kept job as of the end of segment 6."""
+    return directory / f"{number:08d}{SNAPSHOT_SUFFIX}"
+
+
 def scan(directory: Path) -> JournalScan:
-    """Read every segment in order.
+    """Read the newest snapshot (if any), then every segment it does not cover, in order.
 
     A damaged stretch at the very end is a torn tail (a writer died mid-append): reported and
     ignored. Damage followed by any valid record is corruption and raises ``JournalCorrupt``
     naming the file and byte offset, because silently skipping it could lose events.
     """
     result = JournalScan(records=[])
+    snapshots = snapshot_numbers(directory)
+    first = 0
+    sources: list[Path] = []
+    if snapshots:
+        first = snapshots[-1]
+        sources.append(snapshot_path(directory, first))
+    sources += [directory / _segment_name(n) for n in segment_numbers(directory) if n >= first]
     damage: tuple[Path, int] | None = None
-    for number in segment_numbers(directory):
-        path = directory / _segment_name(number)
+    for path in sources:
         for offset, data in iter_segment(path):
             if data is None:
                 damage = damage or (path, offset)
@@ -251,7 +286,9 @@ def scan(directory: Path) -> JournalScan:
             if damage is not None:
                 raise JournalCorrupt(
                     f"journal damaged in {damage[0]} at byte {damage[1]} "
-                    "(valid records follow it); run: queuectl fsck --repair"
+                    "(valid records follow it); run: queuectl fsck --repair",
+                    path=damage[0],
+                    offset=damage[1],
                 )
             result.records.append(Record(path, offset, data))
     result.torn_tail = damage

@@ -188,7 +188,20 @@ class Store:
     # ---------------------------------------------------------------- writes
 
     def commit(self, changes: list[Change]) -> None:
-        """Apply changes durably (see the module docstring); all-or-nothing per file."""
+        """Apply changes durably (see the module docstring), then journal them."""
+        if not changes:
+            return
+        self.write_files(changes)
+        now = format_time(utcnow())
+        self.journal.append(
+            [
+                {"ts": now, "event": c.event, "pid": os.getpid(), "job": c.job.to_dict()}
+                for c in changes
+            ]
+        )
+
+    def write_files(self, changes: list[Change]) -> None:
+        """Steps 1-3 of the protocol, without the journal (rebuild and repair use this)."""
         if not changes:
             return
         tmps: list[Path] = []
@@ -206,13 +219,6 @@ class Store:
             for fd in fds:
                 os.close(fd)
         self._publish(changes, tmps)
-        now = format_time(utcnow())
-        self.journal.append(
-            [
-                {"ts": now, "event": c.event, "pid": os.getpid(), "job": c.job.to_dict()}
-                for c in changes
-            ]
-        )
 
     def _publish(self, changes: list[Change], tmps: list[Path]) -> None:
         published: list[Path] = []
