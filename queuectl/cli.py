@@ -408,6 +408,69 @@ def fsck(ctx: Context, repair: bool) -> None:
     sys.exit(1)
 
 
+@journal.command("compact")
+@click.option(
+    "--retention",
+    metavar="DURATION",
+    help="Keep full history this long (default: the journal-retention setting).",
+)
+@pass_context
+def journal_compact(ctx: Context, retention: str | None) -> None:
+    """Fold journal segments older than the retention into one snapshot."""
+    from queuectl.job import utcnow
+    from queuectl.maintenance import compact
+
+    store = ctx.store
+    seconds = _duration_option(retention) if retention else store.config.get("journal-retention")
+    report = compact(store, float(seconds), utcnow())
+    if report.snapshot is None:
+        click.echo("nothing to compact: every segment has records newer than the retention")
+        return
+    click.echo(
+        f"folded {report.segments_folded} segment(s) into {report.snapshot.name}: "
+        f"{report.jobs_kept} job(s) kept, {report.jobs_dropped} deleted job(s) dropped"
+    )
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="DURATION",
+    required=True,
+    help="Remove jobs finished longer ago than this (e.g. 7d, 12h, 30m).",
+)
+@click.option(
+    "--state",
+    "states",
+    type=click.Choice(["completed", "dead"]),
+    multiple=True,
+    help="Which finished states to clean (default: completed). Repeatable.",
+)
+@pass_context
+def cleanup(ctx: Context, older_than: str, states: tuple[str, ...]) -> None:
+    """Remove finished jobs and their logs; the journal records the deletion."""
+    from queuectl.job import JobState, utcnow
+    from queuectl.maintenance import cleanup as run_cleanup
+
+    chosen = tuple(JobState(s) for s in (states or ("completed",)))
+    with _progress("cleaning") as bar:
+        bar.set_total(sum(ctx.store.count(s) for s in chosen))
+        removed = run_cleanup(
+            ctx.store, _duration_option(older_than), chosen, utcnow(), progress=bar.update
+        )
+    click.echo(f"removed {len(removed)} job(s)")
+
+
+def _duration_option(text: str) -> float:
+    from queuectl.config import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"invalid duration {text!r}: {exc}") from None
+
+
 class _Progress:
     """A click progress bar on a terminal (stderr), silence when piped."""
 

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from queuectl.errors import UsageError
 
-__all__ = ["DEFAULTS", "KEYS", "Config", "canonical_key", "parse_value"]
+__all__ = ["DEFAULTS", "KEYS", "Config", "canonical_key", "parse_duration", "parse_value"]
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -47,6 +47,30 @@ def _number_in(low: float, high: float) -> Callable[[str], float | int]:
         return int(value) if value.is_integer() else value
 
     return parse
+
+
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds."""
+    value = text.strip().lower()
+    unit = 1
+    if value and value[-1] in _UNITS:
+        unit = _UNITS[value[-1]]
+        value = value[:-1]
+    try:
+        seconds = float(value) * unit
+    except ValueError:
+        raise ValueError("must be a duration such as 90s, 15m, 12h or 7d") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("must be a duration such as 90s, 15m, 12h or 7d")
+    return seconds
+
+
+def _duration(text: str) -> int | float:
+    seconds = parse_duration(text)
+    return int(seconds) if seconds.is_integer() else seconds
 
 
 @dataclass(frozen=True)

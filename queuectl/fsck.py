@@ -228,7 +228,7 @@ def _check_orphans(store: Store) -> list[Finding]:
         locked = store.try_lock_orphan(name)
         if locked is None:
             continue
-        job, fd, path = locked
+        _job, fd, path = locked
         os.close(fd)
         out.append(
             Finding(
