@@ -99,6 +99,8 @@ class Home:
         st = path.stat() if path == self.root else path.lstat()
         if not _is_dir(st.st_mode):
             raise UsageError(f"{path} is not a directory (symlinks are not followed)")
+        if st.st_uid != os.geteuid():
+            raise UsageError(f"refusing to use {path}: it is owned by uid {st.st_uid}, not by you")
         if st.st_mode & 0o022:
             raise UsageError(
                 f"refusing to use {path}: it is writable by group or others "

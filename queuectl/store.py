@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -69,6 +70,9 @@ DROP_GRACE_SECONDS: Final = 2.0
 because its writer may still be writing it."""
 
 
+BUSY_RETRY_SECONDS: Final = 0.005
+
+
 @dataclass
 class Change:
     """One job written to the folder of ``job.state``; ``remove`` is the copy it replaces."""
@@ -102,6 +106,19 @@ class ClaimMiss:
     reason: str
     retry_at: float | None = None
     rejected: bool = False
+
+
+@dataclass
+class _Published:
+    """Files moved into place; ``fds`` still hold their locks until ``release``."""
+
+    paths: list[Path]
+    fds: list[int]
+
+    def release(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 @dataclass
@@ -188,22 +205,35 @@ class Store:
     # ---------------------------------------------------------------- writes
 
     def commit(self, changes: list[Change]) -> None:
-        """Apply changes durably (see the module docstring), then journal them."""
-        if not changes:
-            return
-        self.write_files(changes)
-        now = format_time(utcnow())
-        self.journal.append(
-            [
-                {"ts": now, "event": c.event, "pid": os.getpid(), "job": c.job.to_dict()}
-                for c in changes
-            ]
-        )
+        """Apply changes durably (see the module docstring), then journal them.
 
-    def write_files(self, changes: list[Change]) -> None:
-        """Steps 1-3 of the protocol, without the journal (rebuild and repair use this)."""
+        New jobs (``exclusive`` changes) are published locked and withdrawn again if the
+        journal append fails, so an enqueue that reports an error leaves no job behind and
+        no worker can have claimed one in between.
+        """
         if not changes:
             return
+        withdraw = all(c.exclusive and c.remove is None for c in changes)
+        published = self.write_files(changes, keep_locked=withdraw)
+        try:
+            now = format_time(utcnow())
+            self.journal.append(
+                [
+                    {"ts": now, "event": c.event, "pid": os.getpid(), "job": c.job.to_dict()}
+                    for c in changes
+                ]
+            )
+        except BaseException:
+            if withdraw:
+                unlink_all(published.paths)
+                for directory in {p.parent for p in published.paths}:
+                    fsync_dir(directory)
+            raise
+        finally:
+            published.release()
+
+    def write_files(self, changes: list[Change], keep_locked: bool = False) -> _Published:
+        """Steps 1-3 of the protocol, without the journal (rebuild and repair use this)."""
         tmps: list[Path] = []
         fds: list[int] = []
         try:
@@ -211,16 +241,22 @@ class Store:
                 path, fd = write_tmp(self.home.tmp, change.job.id, change.job.to_json())
                 tmps.append(path)
                 fds.append(fd)
+                if keep_locked:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else sees it yet
             sync_all(fds, tmps)
+            paths = self._publish(changes, tmps)
         except BaseException:
             unlink_all(tmps)
-            raise
-        finally:
             for fd in fds:
                 os.close(fd)
-        self._publish(changes, tmps)
+            raise
+        if not keep_locked:
+            for fd in fds:
+                os.close(fd)
+            fds = []
+        return _Published(paths, fds)
 
-    def _publish(self, changes: list[Change], tmps: list[Path]) -> None:
+    def _publish(self, changes: list[Change], tmps: list[Path]) -> list[Path]:
         published: list[Path] = []
         try:
             for change, tmp in zip(changes, tmps, strict=True):
@@ -246,6 +282,7 @@ class Store:
                     os.unlink(change.remove)
                 except FileNotFoundError:
                     pass
+        return published
 
     def enqueue(self, jobs: list[Job]) -> None:
         """Add new jobs as one group commit. Ids given by users must be new in every state."""
@@ -340,7 +377,9 @@ class Store:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            return ClaimMiss("busy")
+            # Another claimer (the file will be gone) or an enqueue still journaling it (it
+            # will be free within an fsync): look again very soon rather than forget it.
+            return ClaimMiss("busy", retry_at=time.time() + BUSY_RETRY_SECONDS)
         st = os.fstat(fd)
         try:
             current = os.lstat(src)
@@ -357,6 +396,9 @@ class Store:
             return self._reject_opened(opened, "is not a regular file")
         if st.st_size > MAX_JOB_FILE_BYTES:
             return self._reject_opened(opened, f"is larger than {MAX_JOB_FILE_BYTES} bytes")
+        distrust = _distrust(st)
+        if distrust:
+            return self._reject_opened(opened, distrust)
         opened.raw = _read_all(opened.fd)
         name = opened.path.name
         try:
@@ -423,12 +465,21 @@ class Store:
         )
         return job
 
-    def put_back(self, claim: Claim) -> None:
-        """Undo a claim whose command never ran to the end (a stop): nothing was journaled
-        for it, so renaming the unchanged file back is the whole undo."""
+    def put_back(self, claim: Claim, command_ran: bool = False) -> None:
+        """Undo a claim whose command did not run to the end (a stop). Nothing was journaled
+        for the claim, so the job returns unchanged to where it was claimed from.
+
+        If the command was started, a process that escaped its killed group could still hold
+        the old file's lock; the job is then written back as a fresh file so that no stray
+        lock holder can keep it from being claimed again.
+        """
         back = self.home.job_path(claim.origin, claim.job.id)
         try:
-            rename_noreplace(claim.path, back)
+            if command_ran:
+                stored = Job.from_json(_read_all(claim.fd))
+                self.write_files([Change(stored, "put back", remove=claim.path)])
+            else:
+                rename_noreplace(claim.path, back)
         finally:
             claim.release()
 
@@ -512,6 +563,18 @@ class Store:
             os.close(opened.fd)
             raise
         return job, opened.fd, src
+
+
+def _distrust(st: os.stat_result) -> str | None:
+    """Why a file must not be run even though it sits in our folder (Postfix treats its
+    world-writable maildrop as hostile in the same way)."""
+    if st.st_uid != os.geteuid():
+        return f"is owned by another user (uid {st.st_uid})"
+    if st.st_mode & 0o022:
+        return f"is writable by group or others (mode {st.st_mode & 0o777:o})"
+    if st.st_nlink > 1:
+        return "has other hard links (its content could be changed from elsewhere)"
+    return None
 
 
 def _is_job_name(name: str) -> bool:

@@ -193,7 +193,7 @@ class WorkerPool:
             with self._guard:
                 del self._running[job.id]
         if self.aborting.is_set():
-            self.store.put_back(claim)
+            self.store.put_back(claim, command_ran=True)
             self.log(f"put back {job.id}: stopped before it finished")
             return
         backoff = self.store.config.get("backoff-base")
