@@ -19,13 +19,14 @@ import select
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
 from queuectl.errors import QueueError
 from queuectl.job import Job, JobState, utcnow
 from queuectl.scheduler import Outcome, OutcomeKind, after_attempt
-from queuectl.store import Change, Store
+from queuectl.store import Store
 from queuectl.watch import DirWatcher, open_watcher
 
 __all__ = ["RECOVERY_INTERVAL_SECONDS", "Dispatcher", "RunnableIndex"]
@@ -203,24 +204,15 @@ class Dispatcher(threading.Thread):
         for name in os.listdir(directory):
             if not _is_candidate(name):
                 continue
-            locked = self.store.try_lock_orphan(name)
-            if locked is None:
-                continue
-            job, fd, path = locked
-            try:
-                self._recover_one(job, path)
-            finally:
-                os.close(fd)
+            done = self.store.recover_orphan(name, self._lost)
+            if done is not None:
+                self.log(done)
+                self.index.add(JobState.PENDING, name, time.time())
 
-    def _recover_one(self, job: Job, path: Path) -> None:
-        now = utcnow()
-        outcome = Outcome(OutcomeKind.WORKER_LOST, error=f"worker lost ({job.worker or 'unknown'})")
+    def _lost(self, job: Job) -> Job:
+        outcome = Outcome(OutcomeKind.WORKER_LOST, error="worker lost while running it")
         backoff = self.store.config.get("backoff-base")
-        updated = after_attempt(job, outcome, backoff_base=backoff, now=now)
-        self.store.commit([Change(updated, "recovered", remove=path)])
-        self.log(f"recovered {job.id}: its worker died; now {updated.state.value}")
-        if updated.state is JobState.PENDING:
-            self.index.add(JobState.PENDING, f"{updated.id}.json", time.time())
+        return after_attempt(replace(job, worker=None), outcome, backoff_base=backoff, now=utcnow())
 
     def _drained(self) -> bool:
         if len(self.index) or not self.is_idle():

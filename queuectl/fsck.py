@@ -241,19 +241,13 @@ def _check_orphans(store: Store) -> list[Finding]:
 
 
 def _recover(store: Store, name: str) -> str:
-    locked = store.try_lock_orphan(name)
-    if locked is None:
-        return "no longer orphaned"
-    job, fd, path = locked
-    try:
+    def lost(job: Job) -> Job:
         outcome = Outcome(OutcomeKind.WORKER_LOST, error="worker lost (found by fsck)")
-        updated = after_attempt(
+        return after_attempt(
             job, outcome, backoff_base=store.config.get("backoff-base"), now=utcnow()
         )
-        store.commit([Change(updated, "recovered", remove=path)])
-    finally:
-        os.close(fd)
-    return f"moved {job.id} to {updated.state.value}/"
+
+    return store.recover_orphan(name, lost) or "no longer orphaned"
 
 
 # ------------------------------------------------------------------------ duplicates

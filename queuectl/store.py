@@ -24,7 +24,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -205,24 +205,20 @@ class Store:
     # ---------------------------------------------------------------- writes
 
     def commit(self, changes: list[Change]) -> None:
-        """Apply changes durably (see the module docstring), then journal them.
+        """Apply changes durably (see the module docstring): publish, journal, then unlink.
 
-        New jobs (``exclusive`` changes) are published locked and withdrawn again if the
-        journal append fails, so an enqueue that reports an error leaves no job behind and
-        no worker can have claimed one in between.
+        The old copies go only after the journal has the change, so a crash at any point
+        leaves something recovery can finish (``recover_orphan``), and the journal never
+        lags behind a settled file. New jobs (``exclusive`` changes) are published locked and
+        withdrawn again if the journal append fails, so an enqueue that reports an error
+        leaves no job behind and no worker can have claimed one in between.
         """
         if not changes:
             return
         withdraw = all(c.exclusive and c.remove is None for c in changes)
-        published = self.write_files(changes, keep_locked=withdraw)
+        published = self._write_and_publish(changes, keep_locked=withdraw)
         try:
-            now = format_time(utcnow())
-            self.journal.append(
-                [
-                    {"ts": now, "event": c.event, "pid": os.getpid(), "job": c.job.to_dict()}
-                    for c in changes
-                ]
-            )
+            self.journal.append([_record(c.event, c.job) for c in changes])
         except BaseException:
             if withdraw:
                 unlink_all(published.paths)
@@ -231,9 +227,15 @@ class Store:
             raise
         finally:
             published.release()
+        self._unlink_old(changes, published.paths)
 
-    def write_files(self, changes: list[Change], keep_locked: bool = False) -> _Published:
-        """Steps 1-3 of the protocol, without the journal (rebuild and repair use this)."""
+    def write_files(self, changes: list[Change]) -> None:
+        """Commit without the journal: for rebuild and repairs, whose state it already has."""
+        published = self._write_and_publish(changes, keep_locked=False)
+        self._unlink_old(changes, published.paths)
+
+    def _write_and_publish(self, changes: list[Change], keep_locked: bool) -> _Published:
+        """Steps 1-2: durable tmp files, renamed into their folders, folders fsynced."""
         tmps: list[Path] = []
         fds: list[int] = []
         try:
@@ -276,13 +278,16 @@ class Store:
             if isinstance(exc, OSError):
                 raise StorageError(f"cannot move job files into place: {exc.strerror}") from exc
             raise
+        return published
+
+    @staticmethod
+    def _unlink_old(changes: list[Change], published: list[Path]) -> None:
         for change, dst in zip(changes, published, strict=True):
             if change.remove is not None and change.remove != dst:
                 try:
                     os.unlink(change.remove)
                 except FileNotFoundError:
                     pass
-        return published
 
     def enqueue(self, jobs: list[Job]) -> None:
         """Add new jobs as one group commit. Ids given by users must be new in every state."""
@@ -563,6 +568,68 @@ class Store:
             os.close(opened.fd)
             raise
         return job, opened.fd, src
+
+    def recover_orphan(self, name: str, lost: Callable[[Job], Job]) -> str | None:
+        """Settle a processing/ job whose worker and command are gone; describe what was done.
+
+        A worker that died inside ``commit`` left either its new copy already published
+        (finish: journal it again, which is idempotent, and drop the processing copy), or its
+        durable tmp file (finish publishing it), or nothing: then the run is lost and
+        ``lost(job)`` decides the job's next state.
+        """
+        locked = self.try_lock_orphan(name)
+        if locked is None:
+            return None
+        job, fd, path = locked
+        try:
+            newer = self._newer_copy(job)
+            if newer is not None:
+                self.journal.append([_record(newer.state.value, newer)])
+                os.unlink(path)
+                return f"finished the interrupted commit of {job.id} ({newer.state.value})"
+            pending_tmp = self._newer_tmp(job)
+            if pending_tmp is not None:
+                tmp, finished = pending_tmp
+                os.replace(tmp, self.home.job_path(finished.state, finished.id))
+                fsync_dir(self.home.state_dir(finished.state))
+                self.journal.append([_record(finished.state.value, finished)])
+                os.unlink(path)
+                return f"finished the interrupted commit of {job.id} ({finished.state.value})"
+            updated = lost(job)
+            self.commit([Change(updated, "recovered", remove=path)])
+            return f"recovered {job.id}: its worker died; now {updated.state.value}"
+        finally:
+            os.close(fd)
+
+    def _newer_copy(self, job: Job) -> Job | None:
+        for state in JobState:
+            if state is JobState.PROCESSING:
+                continue
+            try:
+                other = Job.from_json(self.home.job_path(state, job.id).read_bytes())
+            except (OSError, InvalidJob):
+                continue
+            if other.rev > job.rev and other.state is state:
+                return other
+        return None
+
+    def _newer_tmp(self, job: Job) -> tuple[Path, Job] | None:
+        best: tuple[Path, Job] | None = None
+        for entry in os.scandir(self.home.tmp):
+            parts = entry.name.rsplit(".", 3)
+            if len(parts) != 4 or parts[0] != job.id or parts[3] != "tmp":
+                continue
+            try:
+                candidate = Job.from_json(Path(entry.path).read_bytes())
+            except (OSError, InvalidJob):
+                continue
+            if candidate.rev > job.rev and (best is None or candidate.rev > best[1].rev):
+                best = (Path(entry.path), candidate)
+        return best
+
+
+def _record(event: str, job: Job) -> dict[str, object]:
+    return {"ts": format_time(utcnow()), "event": event, "pid": os.getpid(), "job": job.to_dict()}
 
 
 def _distrust(st: os.stat_result) -> str | None:
