@@ -47,7 +47,23 @@ class Context:
 pass_context = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class QueueGroup(click.Group):
+    """Turns domain errors into one line on stderr and the error's exit code, for every
+    subcommand (nested groups run inside this ``invoke``), under CliRunner too."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except QueueError as exc:
+            _fail(str(exc), exc.exit_code)
+        except OSError as exc:
+            if os.environ.get("QUEUECTL_DEBUG") or isinstance(exc, BrokenPipeError):
+                raise
+            where = f": {exc.filename}" if exc.filename else ""
+            _fail(f"{exc.strerror or exc}{where}", 1)
+
+
+@click.group(cls=QueueGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
     metavar="PATH",
@@ -522,25 +538,11 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def main() -> None:
-    """Entry point: run click without its own error handling, so every error is one line."""
+    """Entry point for the ``queuectl`` script and ``python -m queuectl``."""
     global ORIGINAL_UMASK
     ORIGINAL_UMASK = os.umask(0o077)  # queue files are private; jobs get the user's umask
     try:
-        code = cli.main(prog_name="queuectl", standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        _fail("aborted", 1)
-    except QueueError as exc:
-        _fail(str(exc), exc.exit_code)
-    except BrokenPipeError:
+        cli.main(prog_name="queuectl")
+    except BrokenPipeError:  # e.g. `queuectl list | head`: not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-    except OSError as exc:
-        if os.environ.get("QUEUECTL_DEBUG"):
-            raise
-        _fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", 1)
-    sys.exit(code if isinstance(code, int) else 0)

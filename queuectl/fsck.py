@@ -41,6 +41,26 @@ class Finding:
 
 
 def fsck(store: Store, repair: bool = False) -> list[Finding]:
+    """Run every check; with ``repair``, fix and check again (a cut-out journal record can
+    reveal job files the journal no longer covers), up to three passes."""
+    findings = _checks(store)
+    if not repair:
+        return findings
+    reported = []
+    for _ in range(3):
+        for finding in findings:
+            if finding.repair is not None:
+                finding.repaired = finding.repair()
+        reported += findings
+        if not any(f.repaired for f in findings):
+            break
+        findings = [f for f in _checks(store) if f.message not in {r.message for r in reported}]
+        if not findings:
+            break
+    return reported
+
+
+def _checks(store: Store) -> list[Finding]:
     offline = not live_workers(store.home.workers)
     findings: list[Finding] = []
     findings += _check_permissions(store)
@@ -51,10 +71,6 @@ def fsck(store: Store, repair: bool = False) -> list[Finding]:
     findings += _check_duplicates(store)
     if journal_ok:
         findings += _check_against_journal(store, offline)
-    if repair:
-        for finding in findings:
-            if finding.repair is not None:
-                finding.repaired = finding.repair()
     return findings
 
 

@@ -116,16 +116,18 @@ class Journal:
             fd = self._current_fd()
             size = self._repair_tail(fd)
             if size >= self.segment_bytes:
-                fd = self._rotate()
+                fd, size = self._rotate(), 0
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-            except OSError as exc:
-                # Leave no partial record behind: cut the file back to where we started.
+                fsync_fd(fd, self._path(self._number))
+            except (OSError, StorageError) as exc:
+                # The batch is not acknowledged, so it must not stay: cut the file back to
+                # where it started (after a failed fsync the kernel's copy is all we can fix).
                 self._truncate_quietly(fd, size)
-                raise StorageError(f"cannot append to the journal: {exc.strerror}") from exc
-            fsync_fd(fd, self._path(self._number))
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                raise StorageError(f"cannot append to the journal: {reason}") from exc
 
     def _path(self, number: int) -> Path:
         return self.directory / _segment_name(number)
