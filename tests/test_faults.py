@@ -39,14 +39,29 @@ def tree(home: Path) -> dict[str, bytes]:
 def test_kill_loop_loses_nothing_and_rebuild_reproduces_the_tree(tmp_path: Path) -> None:
     """500 jobs, 2 workers x 4 threads, 50 SIGKILLs at random moments (tools/kill_loop.py)."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "kill_loop.py"), "--jobs", "500", "--kills", "50",
-         "--seed", "7", "--home", str(tmp_path), "--json"],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            str(ROOT / "tools" / "kill_loop.py"),
+            "--jobs",
+            "500",
+            "--kills",
+            "50",
+            "--seed",
+            "7",
+            "--home",
+            str(tmp_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode in (0, 1), proc.stderr
     result = json.loads(proc.stdout)
-    print(f"\nkill loop: jobs={result['jobs']} kills={result['kills']} "
-          f"duplicate_runs={result['duplicate_runs']} at_risk={result['jobs_at_risk']}")
+    print(
+        f"\nkill loop: jobs={result['jobs']} kills={result['kills']} "
+        f"duplicate_runs={result['duplicate_runs']} at_risk={result['jobs_at_risk']}"
+    )
     assert result["kills"] == 50
     assert result["problems"] == []
 
@@ -61,13 +76,17 @@ def test_claim_race_one_job_eight_workers_fifty_times(tmp_path: Path) -> None:
     assert run_cli(home, "status").returncode == 0
     workers = [start_worker(home, "--count", "1") for _ in range(8)]
     try:
-        wait_until(lambda: len(list((home / "workers").glob("*.json"))) == 8,
-                   message="8 workers registered")
+        wait_until(
+            lambda: len(list((home / "workers").glob("*.json"))) == 8,
+            message="8 workers registered",
+        )
         for round_ in range(50):
             job = json.dumps({"id": f"race-{round_}", "command": f"echo {round_} >> {out}"})
             assert run_cli(home, "enqueue", job).returncode == 0
-            wait_until(lambda r=round_: (home / "completed" / f"race-{r}.json").exists(),
-                       message=f"race-{round_} completed")
+            wait_until(
+                lambda r=round_: (home / "completed" / f"race-{r}.json").exists(),
+                message=f"race-{round_} completed",
+            )
     finally:
         for worker in workers:
             worker.terminate()
@@ -150,8 +169,10 @@ def test_damage_in_the_middle_is_named_and_fsck_repair_recovers(tmp_path: Path) 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
-                           str(path)], capture_output=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+    )
     return proc.returncode == 0
 
 
@@ -186,8 +207,21 @@ def test_full_disk_gives_a_clear_error_and_loses_nothing_accepted(tmp_path: Path
 
         subprocess.run(["mount", "-o", "remount,size=16m", str(mount)], check=True)
         drain = subprocess.run(
-            [sys.executable, "-m", "queuectl", "--home", str(home), "worker", "start",
-             "--count", "2", "--burst"], capture_output=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "queuectl",
+                "--home",
+                str(home),
+                "worker",
+                "start",
+                "--count",
+                "2",
+                "--burst",
+            ],
+            capture_output=True,
+            timeout=300,
+        )
         assert drain.returncode == 0, drain.stderr
         assert jobs_in(home, "completed") == sorted(accepted)
     finally:
@@ -205,11 +239,26 @@ def test_fsync_error_fails_the_enqueue_and_leaves_nothing(tmp_path: Path) -> Non
         home = tmp_path / f"h{nth}"
         assert run_cli(home, "status").returncode == 0
         proc = subprocess.run(
-            ["strace", "-f", "-o", "/dev/null", "-e", "trace=fsync,syncfs",
-             "-e", f"inject=fsync:error=EIO:when={nth}",
-             sys.executable, "-m", "queuectl", "--home", str(home), "enqueue",
-             json.dumps({"id": "victim", "command": "true"})],
-            capture_output=True, text=True, timeout=120,
+            [
+                "strace",
+                "-f",
+                "-o",
+                "/dev/null",
+                "-e",
+                "trace=fsync,syncfs",
+                "-e",
+                f"inject=fsync:error=EIO:when={nth}",
+                sys.executable,
+                "-m",
+                "queuectl",
+                "--home",
+                str(home),
+                "enqueue",
+                json.dumps({"id": "victim", "command": "true"}),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         files = [p for s in STATES for p in (home / s).glob("*.json")]
         journaled = [r.data["job"]["id"] for r in scan(home / "journal").records]
@@ -229,14 +278,32 @@ def test_fsync_error_fails_the_enqueue_and_leaves_nothing(tmp_path: Path) -> Non
 def test_fsync_error_in_a_worker_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     home = tmp_path / "home"
     out = tmp_path / "runs"
-    lines = "".join(json.dumps({"id": f"w{i}", "command": f"echo w{i} >> {out}"}) + "\n"
-                    for i in range(5))
+    lines = "".join(
+        json.dumps({"id": f"w{i}", "command": f"echo w{i} >> {out}"}) + "\n" for i in range(5)
+    )
     assert run_cli(home, "enqueue", "-", input=lines).returncode == 0
     hurt = subprocess.run(
-        ["strace", "-f", "-o", "/dev/null", "-e", "trace=fsync",
-         "-e", "inject=fsync:error=EIO:when=3",
-         sys.executable, "-m", "queuectl", "--home", str(home), "worker", "start", "--burst"],
-        capture_output=True, text=True, timeout=120,
+        [
+            "strace",
+            "-f",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=fsync",
+            "-e",
+            "inject=fsync:error=EIO:when=3",
+            sys.executable,
+            "-m",
+            "queuectl",
+            "--home",
+            str(home),
+            "worker",
+            "start",
+            "--burst",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert "Input/output error" in hurt.stderr, hurt.stderr
     assert "Traceback" not in hurt.stderr

@@ -38,15 +38,30 @@ STATES = ("pending", "processing", "completed", "failed", "dead")
 def queuectl(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "queuectl", "--home", str(home), *args],
-        input=stdin, capture_output=True, text=True, timeout=300, check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
 def start_worker(home: Path, threads: int, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "queuectl", "--home", str(home), "worker", "start",
-         "--count", str(threads), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "queuectl",
+            "--home",
+            str(home),
+            "worker",
+            "start",
+            "--count",
+            str(threads),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -55,17 +70,27 @@ def processing_ids(home: Path) -> set[str]:
 
 
 def tree(home: Path) -> dict[str, bytes]:
-    return {f"{state}/{p.name}": p.read_bytes()
-            for state in STATES for p in sorted((home / state).glob("*.json"))}
+    return {
+        f"{state}/{p.name}": p.read_bytes()
+        for state in STATES
+        for p in sorted((home / state).glob("*.json"))
+    }
 
 
 def run(home: Path, jobs: int, kills: int, workers: int, threads: int, seed: int) -> dict:
     rng = random.Random(seed)
     out = home.parent / "runs.log"
     out.write_text("")
-    lines = [json.dumps({"id": f"job-{i:05d}", "max_retries": 50,
-                         "command": f"echo $QUEUECTL_JOB_ID >> {out}; sleep 0.0{rng.randint(0, 5)}"})
-             for i in range(jobs)]
+    lines = [
+        json.dumps(
+            {
+                "id": f"job-{i:05d}",
+                "max_retries": 50,
+                "command": f"echo $QUEUECTL_JOB_ID >> {out}; sleep 0.0{rng.randint(0, 5)}",
+            }
+        )
+        for i in range(jobs)
+    ]
     enqueued = queuectl(home, "enqueue", "-", stdin="\n".join(lines) + "\n")
     if enqueued.returncode != 0:
         raise SystemExit(f"enqueue failed: {enqueued.stderr}")
@@ -93,9 +118,21 @@ def run(home: Path, jobs: int, kills: int, workers: int, threads: int, seed: int
                 proc.kill()
 
     drain = subprocess.run(
-        [sys.executable, "-m", "queuectl", "--home", str(home), "worker", "start",
-         "--count", str(threads), "--burst"],
-        capture_output=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "queuectl",
+            "--home",
+            str(home),
+            "worker",
+            "start",
+            "--count",
+            str(threads),
+            "--burst",
+        ],
+        capture_output=True,
+        timeout=600,
+        check=False,
     )
     runs = Counter(line for line in out.read_text().split())
     expected = {f"job-{i:05d}" for i in range(jobs)}
@@ -130,8 +167,10 @@ def run(home: Path, jobs: int, kills: int, workers: int, threads: int, seed: int
     differing = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     if differing:
         first = differing[0]
-        problems.append(f"rebuild differs in {len(differing)} file(s), e.g. {first}: "
-                        f"before={before.get(first)!r} after={after.get(first)!r}")
+        problems.append(
+            f"rebuild differs in {len(differing)} file(s), e.g. {first}: "
+            f"before={before.get(first)!r} after={after.get(first)!r}"
+        )
     return {
         "jobs": jobs,
         "kills": done_kills,
@@ -161,9 +200,11 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"jobs={result['jobs']} kills={result['kills']} runs={result['runs']} "
-              f"duplicate_runs={result['duplicate_runs']} (jobs run twice: "
-              f"{result['jobs_run_twice']}, at risk: {result['jobs_at_risk']}) seed={args.seed}")
+        print(
+            f"jobs={result['jobs']} kills={result['kills']} runs={result['runs']} "
+            f"duplicate_runs={result['duplicate_runs']} (jobs run twice: "
+            f"{result['jobs_run_twice']}, at risk: {result['jobs_at_risk']}) seed={args.seed}"
+        )
         for problem in result["problems"]:
             print(f"PROBLEM: {problem}")
     return 1 if result["problems"] else 0
