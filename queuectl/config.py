@@ -102,6 +102,12 @@ KEYS: Final[dict[str, Key]] = {
             _number_in(0, 31_536_000),
             "seconds a command may run before its process group is killed; 0 means no limit",
         ),
+        Key(
+            "journal-retention",
+            604800,
+            _duration,
+            "seconds of full journal history 'journal compact' keeps (7d, 12h, 30m accepted)",
+        ),
     )
 }
 
