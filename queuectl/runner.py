@@ -78,17 +78,25 @@ def run_command(execution: Execution) -> Outcome:
 
 
 def _spawn(execution: Execution) -> subprocess.Popen[bytes]:
-    with open(execution.stdout_path, "wb") as out, open(execution.stderr_path, "wb") as err:
-        return subprocess.Popen(
-            ["/bin/sh", "-c", execution.command],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            env=execution.env,
-            start_new_session=True,
-            pass_fds=(execution.lock_fd,),
-            umask=execution.umask,
-        )
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    out = os.open(execution.stdout_path, flags, 0o600)
+    try:
+        err = os.open(execution.stderr_path, flags, 0o600)
+        try:
+            return subprocess.Popen(
+                ["/bin/sh", "-c", execution.command],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=execution.env,
+                start_new_session=True,
+                pass_fds=(execution.lock_fd,),
+                umask=execution.umask,
+            )
+        finally:
+            os.close(err)
+    finally:
+        os.close(out)
 
 
 def _wait(proc: subprocess.Popen[bytes], execution: Execution) -> bool:
@@ -126,6 +134,8 @@ def _exited_within(proc: subprocess.Popen[bytes], seconds: float) -> bool:
 
 
 def _outcome(code: int, timed_out: bool, execution: Execution, started, finished) -> Outcome:  # type: ignore[no-untyped-def]
+    if code == 0 and not timed_out:
+        return Outcome(OutcomeKind.SUCCEEDED, exit_code=0, started_at=started, finished_at=finished)
     tail = _stderr_tail(execution.stderr_path)
     if timed_out:
         error = f"timeout: killed after {execution.timeout:g}s"
@@ -136,8 +146,6 @@ def _outcome(code: int, timed_out: bool, execution: Execution, started, finished
             started_at=started,
             finished_at=finished,
         )
-    if code == 0:
-        return Outcome(OutcomeKind.SUCCEEDED, exit_code=0, started_at=started, finished_at=finished)
     if code < 0:
         name = _signal_name(-code)
         return Outcome(

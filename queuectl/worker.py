@@ -18,7 +18,8 @@ from typing import Final
 
 from queuectl.dispatch import RECOVERY_INTERVAL_SECONDS, Dispatcher, RunnableIndex
 from queuectl.errors import QueueError
-from queuectl.job import JobState, format_time, utcnow
+from queuectl.job import Job, JobState, format_time, parse_time, utcnow
+from queuectl.pipeline import CommitQueue
 from queuectl.registry import register
 from queuectl.runner import Execution, run_command
 from queuectl.scheduler import after_attempt
@@ -60,6 +61,7 @@ class WorkerPool:
         self._signals = 0
         self._base_env = dict(os.environ)
         self._base_env["QUEUECTL_HOME"] = str(store.home.root)
+        self.commits: CommitQueue | None = None
         self.dispatcher = Dispatcher(
             store,
             self.index,
@@ -84,12 +86,14 @@ class WorkerPool:
             threading.Thread(target=self._thread_main, name=f"queuectl-worker-{i}", daemon=True)
             for i in range(self.threads)
         ]
+        self.commits = CommitQueue(self.store, self.log)
         self.dispatcher.start()
         for thread in pool:
             thread.start()
         try:
             for thread in pool:
                 thread.join()
+            self.commits.close()
             self.stopping.set()
             self.dispatcher.wake()
             self.dispatcher.join()
@@ -173,7 +177,10 @@ class WorkerPool:
         job = claim.job
         attempt = job.attempts + 1
         log_dir = self.store.home.logs / job.id
-        log_dir.mkdir(mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(log_dir, 0o700)
+        except FileExistsError:
+            pass
         env = dict(self._base_env, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(attempt))
         execution = Execution(
             command=job.command,
@@ -198,18 +205,19 @@ class WorkerPool:
             return
         backoff = self.store.config.get("backoff-base")
         updated = after_attempt(job, outcome, backoff_base=backoff, now=utcnow())
-        try:
-            self.store.commit([Change(updated, updated.state.value, remove=claim.path)])
-        finally:
-            claim.release()
-        self.log(_describe(updated, outcome.error))
-        if updated.state is JobState.FAILED:
-            self.index.add(JobState.FAILED, f"{job.id}.json", _due(updated.next_run_at))
+
+        def recorded() -> None:
+            self.log(_describe(updated, outcome.error))
+            if updated.state is JobState.FAILED:
+                self.index.add(JobState.FAILED, f"{job.id}.json", _due(updated.next_run_at))
+
+        assert self.commits is not None
+        self.commits.submit(
+            Change(updated, updated.state.value, remove=claim.path), claim, recorded
+        )
 
 
 def _due(next_run_at: str | None) -> float:
-    from queuectl.job import parse_time
-
     return parse_time(next_run_at).timestamp() if next_run_at else 0.0
 
 
@@ -218,10 +226,7 @@ def _short(command: str, width: int = 60) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def _describe(job: object, error: str | None) -> str:
-    from queuectl.job import Job
-
-    assert isinstance(job, Job)
+def _describe(job: Job, error: str | None) -> str:
     if job.state is JobState.COMPLETED:
         return f"completed {job.id} (attempt {job.attempts})"
     if job.state is JobState.FAILED:

@@ -1,0 +1,77 @@
+"""Group commit of attempt outcomes, off the worker threads' critical path.
+
+A worker thread that has finished running a command hands the outcome to the ``CommitQueue``
+and goes straight on to claim its next job. One committer thread per process makes every
+queued outcome durable together with ``Store.commit`` (one tmp-file sync, one fsync per
+folder, one journal fsync for the whole batch) and only then releases the jobs' locks.
+
+Nothing is weakened by this: until its outcome is durable a job stays in ``processing/``,
+locked by this process, so no one else can recover it; if the process dies first, recovery
+finds the job exactly as if the worker had died during the run (at-least-once).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from queuectl.errors import QueueError
+from queuectl.store import Change, Claim, Store
+
+__all__ = ["CommitQueue"]
+
+
+@dataclass
+class _Item:
+    change: Change
+    claim: Claim
+    on_done: Callable[[], None] | None
+
+
+class CommitQueue:
+    def __init__(self, store: Store, log: Callable[[str], None]) -> None:
+        self.store = store
+        self.log = log
+        self._cond = threading.Condition()
+        self._items: list[_Item] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="queuectl-committer", daemon=True)
+        self._thread.start()
+
+    def submit(self, change: Change, claim: Claim, on_done: Callable[[], None] | None) -> None:
+        with self._cond:
+            self._items.append(_Item(change, claim, on_done))
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Commit everything still queued, then stop the committer thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._closed:
+                    self._cond.wait()
+                batch, self._items = self._items, []
+                if not batch and self._closed:
+                    return
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Item]) -> None:
+        try:
+            self.store.commit([item.change for item in batch])
+        except (QueueError, OSError, ValueError) as exc:
+            # The jobs stay in processing/; once their locks are released, recovery settles
+            # them (finishing the commit if part of it became durable).
+            self.log(f"error: could not record {len(batch)} outcome(s): {exc}")
+            for item in batch:
+                item.claim.release()
+            return
+        for item in batch:
+            item.claim.release()
+            if item.on_done is not None:
+                item.on_done()
