@@ -54,6 +54,8 @@ class QueueGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            _usage_error(exc)
         except QueueError as exc:
             _fail(str(exc), exc.exit_code)
         except OSError as exc:
@@ -89,7 +91,9 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @click.argument("job", metavar="JSON|@FILE|-")
 @pass_context
 def enqueue(ctx: Context, job: str) -> None:
-    """Add a job, e.g. '{"command": "echo hi", "max_retries": 2}'.
+    """Add a job: JSON text, @FILE, or - for one JSON object per line of stdin.
+
+    Example: queuectl enqueue '{"command": "echo hi", "max_retries": 2}'
 
     @FILE reads one JSON object from a file; - reads one JSON object per line from stdin and
     commits the whole batch at once. Prints the id of each new job.
@@ -537,12 +541,28 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _usage_error(exc: click.UsageError) -> NoReturn:
+    """Click's usage errors as one line, like every other error (exit 2)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # bare `queuectl` or `queuectl worker`
+        click.echo(exc.format_message(), err=True)
+        sys.exit(exc.exit_code)
+    command = exc.ctx.command_path if exc.ctx else "queuectl"
+    _fail(f"{exc.format_message()} (see '{command} --help')", exc.exit_code)
+
+
 def main() -> None:
     """Entry point for the ``queuectl`` script and ``python -m queuectl``."""
     global ORIGINAL_UMASK
     ORIGINAL_UMASK = os.umask(0o077)  # queue files are private; jobs get the user's umask
     try:
-        cli.main(prog_name="queuectl")
+        code = cli.main(prog_name="queuectl", standalone_mode=False)
+    except click.UsageError as exc:
+        _usage_error(exc)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except click.Abort:
+        _fail("aborted", 1)
     except BrokenPipeError:  # e.g. `queuectl list | head`: not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

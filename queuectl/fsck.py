@@ -205,9 +205,13 @@ def _check_tmp(store: Store) -> list[Finding]:
 
 
 def _pid_of_tmp(name: str) -> int | None:
+    """``<stem>.<pid>.<random>.tmp`` (job writes) or ``output.<pid>.<random>.tmp.out|.err``."""
     parts = name.split(".")
-    if len(parts) >= 4 and parts[-1] == "tmp" and parts[-3].isdigit():
-        return int(parts[-3])
+    if "tmp" not in parts:
+        return None
+    at = len(parts) - 1 - parts[::-1].index("tmp")
+    if at >= 3 and parts[at - 2].isdigit():
+        return int(parts[at - 2])
     return None
 
 

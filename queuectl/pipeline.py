@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from queuectl.errors import QueueError
+from queuectl.outputs import OutputFiles, OutputPool
 from queuectl.store import Change, Claim, Store
 
 __all__ = ["CommitQueue"]
@@ -27,21 +28,29 @@ class _Item:
     change: Change
     claim: Claim
     on_done: Callable[[], None] | None
+    output: OutputFiles | None
 
 
 class CommitQueue:
-    def __init__(self, store: Store, log: Callable[[str], None]) -> None:
+    def __init__(self, store: Store, log: Callable[[str], None], outputs: OutputPool) -> None:
         self.store = store
         self.log = log
+        self.outputs = outputs
         self._cond = threading.Condition()
         self._items: list[_Item] = []
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="queuectl-committer", daemon=True)
         self._thread.start()
 
-    def submit(self, change: Change, claim: Claim, on_done: Callable[[], None] | None) -> None:
+    def submit(
+        self,
+        change: Change,
+        claim: Claim,
+        on_done: Callable[[], None] | None = None,
+        output: OutputFiles | None = None,
+    ) -> None:
         with self._cond:
-            self._items.append(_Item(change, claim, on_done))
+            self._items.append(_Item(change, claim, on_done, output))
             self._cond.notify()
 
     def close(self) -> None:
@@ -60,8 +69,15 @@ class CommitQueue:
                 if not batch and self._closed:
                     return
             self._commit(batch)
+            self.outputs.refill()
 
     def _commit(self, batch: list[_Item]) -> None:
+        for item in batch:  # logs first, so a finished job's output is where it says
+            if item.output is not None:
+                try:
+                    self.outputs.place(item.output, item.change.job.id, item.change.job.attempts)
+                except OSError as exc:
+                    self.log(f"error: cannot move the output of {item.change.job.id}: {exc}")
         try:
             self.store.commit([item.change for item in batch])
         except (QueueError, OSError, ValueError) as exc:

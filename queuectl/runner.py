@@ -35,7 +35,8 @@ class Execution:
     command: str
     env: dict[str, str]
     lock_fd: int
-    stdout_path: Path
+    stdout_fd: int
+    stderr_fd: int
     stderr_path: Path
     timeout: float = 0.0
     umask: int = 0o022
@@ -78,25 +79,16 @@ def run_command(execution: Execution) -> Outcome:
 
 
 def _spawn(execution: Execution) -> subprocess.Popen[bytes]:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-    out = os.open(execution.stdout_path, flags, 0o600)
-    try:
-        err = os.open(execution.stderr_path, flags, 0o600)
-        try:
-            return subprocess.Popen(
-                ["/bin/sh", "-c", execution.command],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=execution.env,
-                start_new_session=True,
-                pass_fds=(execution.lock_fd,),
-                umask=execution.umask,
-            )
-        finally:
-            os.close(err)
-    finally:
-        os.close(out)
+    return subprocess.Popen(
+        ["/bin/sh", "-c", execution.command],
+        stdin=subprocess.DEVNULL,
+        stdout=execution.stdout_fd,
+        stderr=execution.stderr_fd,
+        env=execution.env,
+        start_new_session=True,
+        pass_fds=(execution.lock_fd,),
+        umask=execution.umask,
+    )
 
 
 def _wait(proc: subprocess.Popen[bytes], execution: Execution) -> bool:

@@ -19,6 +19,7 @@ from typing import Final
 from queuectl.dispatch import RECOVERY_INTERVAL_SECONDS, Dispatcher, RunnableIndex
 from queuectl.errors import QueueError
 from queuectl.job import Job, JobState, format_time, parse_time, utcnow
+from queuectl.outputs import OutputPool
 from queuectl.pipeline import CommitQueue
 from queuectl.registry import register
 from queuectl.runner import Execution, run_command
@@ -62,6 +63,7 @@ class WorkerPool:
         self._base_env = dict(os.environ)
         self._base_env["QUEUECTL_HOME"] = str(store.home.root)
         self.commits: CommitQueue | None = None
+        self.outputs = OutputPool(store.home.tmp, store.home.logs, spare=2 * threads + 4)
         self.dispatcher = Dispatcher(
             store,
             self.index,
@@ -86,7 +88,8 @@ class WorkerPool:
             threading.Thread(target=self._thread_main, name=f"queuectl-worker-{i}", daemon=True)
             for i in range(self.threads)
         ]
-        self.commits = CommitQueue(self.store, self.log)
+        self.outputs.refill()
+        self.commits = CommitQueue(self.store, self.log, self.outputs)
         self.dispatcher.start()
         for thread in pool:
             thread.start()
@@ -99,6 +102,7 @@ class WorkerPool:
             self.dispatcher.join()
         finally:
             self.dispatcher.close()
+            self.outputs.discard()
             registration.close()
         if self.dispatcher.error is not None:
             self.log(f"error: {self.dispatcher.error}")
@@ -174,20 +178,18 @@ class WorkerPool:
         self._execute(result)
 
     def _execute(self, claim: Claim) -> None:
+        assert self.commits is not None
         job = claim.job
         attempt = job.attempts + 1
-        log_dir = self.store.home.logs / job.id
-        try:
-            os.mkdir(log_dir, 0o700)
-        except FileExistsError:
-            pass
+        output = self.outputs.take()
         env = dict(self._base_env, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(attempt))
         execution = Execution(
             command=job.command,
             env=env,
             lock_fd=claim.fd,
-            stdout_path=log_dir / f"{attempt}.out",
-            stderr_path=log_dir / f"{attempt}.err",
+            stdout_fd=output.stdout_fd,
+            stderr_fd=output.stderr_fd,
+            stderr_path=output.stderr_path,
             timeout=float(self.store.config.get("job-timeout")),
             umask=self.child_umask,
         )
@@ -197,9 +199,11 @@ class WorkerPool:
             self.log(f"started {job.id} (attempt {attempt}): {_short(job.command)}")
             outcome = run_command(execution)
         finally:
+            output.close_fds()
             with self._guard:
                 del self._running[job.id]
         if self.aborting.is_set():
+            self.outputs.place(output, job.id, attempt)
             self.store.put_back(claim, command_ran=True)
             self.log(f"put back {job.id}: stopped before it finished")
             return
@@ -211,10 +215,8 @@ class WorkerPool:
             if updated.state is JobState.FAILED:
                 self.index.add(JobState.FAILED, f"{job.id}.json", _due(updated.next_run_at))
 
-        assert self.commits is not None
-        self.commits.submit(
-            Change(updated, updated.state.value, remove=claim.path), claim, recorded
-        )
+        change = Change(updated, updated.state.value, remove=claim.path)
+        self.commits.submit(change, claim, recorded, output)
 
 
 def _due(next_run_at: str | None) -> float:
