@@ -98,22 +98,32 @@ def enqueue(ctx: Context, job: str) -> None:
     @FILE reads one JSON object from a file; - reads one JSON object per line from stdin and
     commits the whole batch at once. Prints the id of each new job.
     """
-    from queuectl.job import job_from_input
+    from queuectl.job import job_from_input, parse_object
 
     texts = _enqueue_inputs(job)
     store = ctx.store
     default_retries = store.config.get("max-retries")
     jobs = []
+    explicit: set[str] = set()
     for number, text in texts:
         try:
-            jobs.append(job_from_input(text, default_max_retries=default_retries))
+            data = parse_object(text)
+            jobs.append(job_from_input(data, default_max_retries=default_retries))
         except UsageError as exc:
             where = f"line {number}: " if number else ""
             raise type(exc)(f"{where}{exc}") from None
+        if "id" in data:
+            explicit.add(jobs[-1].id)
     if not jobs:
         raise UsageError("no jobs given on standard input")
-    store.enqueue(jobs)
-    click.echo("\n".join(j.id for j in jobs))
+    with _progress("enqueueing") as bar:
+        bar.set_total(len(jobs))
+
+        def accepted(group: list[Job]) -> None:
+            click.echo("\n".join(j.id for j in group))
+            bar.update(len(group))
+
+        store.enqueue(jobs, explicit_ids=explicit, on_group=accepted)
 
 
 def _enqueue_inputs(arg: str) -> list[tuple[int, str]]:

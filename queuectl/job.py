@@ -28,6 +28,7 @@ __all__ = [
     "format_time",
     "job_from_input",
     "new_job_id",
+    "parse_object",
     "parse_time",
     "utcnow",
     "validate_id",
@@ -171,10 +172,11 @@ class Job:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Job:
-        return cls.from_dict(_load_object(raw))
+        return cls.from_dict(parse_object(raw))
 
 
-def _load_object(raw: bytes | str) -> dict[str, Any]:
+def parse_object(raw: bytes | str) -> dict[str, Any]:
+    """Parse user JSON that must be one object, with a short message when it is not."""
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -231,7 +233,7 @@ def job_from_input(
 
     ``fallback_id`` is the id taken from a dropped file's name when its JSON has none.
     """
-    data = raw if isinstance(raw, dict) else _load_object(raw)
+    data = raw if isinstance(raw, dict) else parse_object(raw)
     unknown = sorted(set(data) - ACCEPTED_FIELDS)
     if unknown:
         raise InvalidJob(

@@ -72,6 +72,9 @@ because its writer may still be writing it."""
 
 BUSY_RETRY_SECONDS: Final = 0.005
 
+ENQUEUE_CHUNK: Final = 256
+"""Jobs per group commit in a batch enqueue (each keeps a locked file open until journaled)."""
+
 
 @dataclass
 class Change:
@@ -289,14 +292,33 @@ class Store:
                 except FileNotFoundError:
                     pass
 
-    def enqueue(self, jobs: list[Job]) -> None:
-        """Add new jobs as one group commit. Ids given by users must be new in every state."""
+    def enqueue(
+        self,
+        jobs: list[Job],
+        explicit_ids: set[str] | None = None,
+        on_group: Callable[[list[Job]], None] | None = None,
+        chunk: int = ENQUEUE_CHUNK,
+    ) -> None:
+        """Add new jobs; ``on_group`` hears of each group as soon as it is durable.
+
+        Ids given by users (``explicit_ids``; None means all) must be new in every state;
+        generated ids are unique by construction and only guarded by RENAME_NOREPLACE. Groups
+        of ``chunk`` jobs share one sync and one journal fsync (group commit) and bound the
+        number of open files; if the disk fails midway, exactly the reported jobs exist.
+        """
         seen: set[str] = set()
         for job in jobs:
-            if job.id in seen or self.locate(job.id) is not None:
+            if job.id in seen:
+                raise AlreadyExists(f"job {job.id!r} already exists")
+            check = explicit_ids is None or job.id in explicit_ids
+            if check and self.locate(job.id) is not None:
                 raise AlreadyExists(f"job {job.id!r} already exists")
             seen.add(job.id)
-        self.commit([Change(job, "enqueued", exclusive=True) for job in jobs])
+        for start in range(0, len(jobs), chunk):
+            group = jobs[start : start + chunk]
+            self.commit([Change(job, "enqueued", exclusive=True) for job in group])
+            if on_group is not None:
+                on_group(group)
 
     def retry_dead(self, job_id: str, now: datetime) -> Job:
         """Move a dead job back to pending with attempts reset (the journal keeps history)."""
