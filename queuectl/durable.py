@@ -34,6 +34,10 @@ __all__ = [
 FILE_MODE: Final = 0o600
 """Job files and journal segments are private to the worker's user."""
 
+SYNCFS_MIN_FILES: Final = 8
+"""From this many files on, one syncfs replaces one fsync per file: on ext4 each fsync is a
+journal commit of its own, so a batch of N would pay N commits instead of one."""
+
 _AT_FDCWD: Final = -100
 _RENAME_NOREPLACE: Final = 1
 
@@ -102,7 +106,7 @@ def sync_all(fds: list[int], paths: list[Path]) -> None:
     ``syncfs`` flushes the whole filesystem holding the files: for a batch of many small
     files it costs about as much as one fsync, instead of one fsync each.
     """
-    if len(fds) >= 8 and _syncfs is not None:
+    if len(fds) >= SYNCFS_MIN_FILES and _syncfs is not None:
         if _syncfs(fds[0]) != 0:
             err = ctypes.get_errno()
             raise _storage_error("syncfs", paths[0], OSError(err, os.strerror(err)))

@@ -5,7 +5,8 @@ filesystem journal; measured here, creating ``logs/<id>/`` and two files cost a 
 2.5 ms per job while the committer was syncing, several times the cost of starting
 ``/bin/sh``. So a worker takes a ready pair of open files from a small pool, and the
 committer thread, off the critical path, refills the pool and afterwards moves each pair to
-``logs/<id>/<attempt>.out`` / ``.err``.
+``logs/<id>/<attempt>.out`` / ``.err``. An attempt that printed nothing keeps no files: its
+empty pair goes back to the pool (see ``give_back``).
 
 Until then a running attempt's output lives in ``tmp/output.<pid>.<random>.tmp.out`` /
 ``.err``; if the worker dies, fsck removes those leftovers.
@@ -27,7 +28,7 @@ _FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 @dataclass
 class OutputFiles:
-    """An open stdout/stderr pair; the fds are closed once the command has them."""
+    """An open stdout/stderr pair, kept open while it sits in the pool."""
 
     stdout_path: Path
     stderr_path: Path
@@ -48,6 +49,26 @@ class OutputPool:
         self.spare = spare
         self._guard = threading.Lock()
         self._ready: list[OutputFiles] = []
+
+    def give_back(self, files: OutputFiles) -> bool:
+        """Reuse a pair the attempt left empty, if nothing can still write to it.
+
+        Creating files is the slow part of a short job here (inode allocation on a busy
+        filesystem), so an attempt without output costs no new files at all. The caller
+        must only offer files whose process group is gone: a straggler could otherwise
+        write into the next job's log.
+        """
+        try:
+            empty = all(os.fstat(fd).st_size == 0 for fd in (files.stdout_fd, files.stderr_fd))
+        except OSError:
+            return False
+        if not empty:
+            return False
+        with self._guard:
+            if len(self._ready) >= self.spare:
+                return False
+            self._ready.append(files)
+        return True
 
     def take(self) -> OutputFiles:
         with self._guard:

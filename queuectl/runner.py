@@ -49,6 +49,19 @@ class Execution:
             self._killed = True
             self._signal_group(signal.SIGKILL)
 
+    def group_gone(self) -> bool:
+        """True when no process of the command's process group is left (after the run)."""
+        proc = self._proc
+        if proc is None:
+            return True
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
     def _signal_group(self, signum: int) -> None:
         proc = self._proc
         if proc is not None and proc.returncode is None:

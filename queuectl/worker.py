@@ -19,7 +19,7 @@ from typing import Final
 from queuectl.dispatch import RECOVERY_INTERVAL_SECONDS, Dispatcher, RunnableIndex
 from queuectl.errors import QueueError
 from queuectl.job import Job, JobState, format_time, parse_time, utcnow
-from queuectl.outputs import OutputPool
+from queuectl.outputs import OutputFiles, OutputPool
 from queuectl.pipeline import CommitQueue
 from queuectl.registry import register
 from queuectl.runner import Execution, run_command
@@ -199,11 +199,16 @@ class WorkerPool:
             self.log(f"started {job.id} (attempt {attempt}): {_short(job.command)}")
             outcome = run_command(execution)
         finally:
-            output.close_fds()
             with self._guard:
                 del self._running[job.id]
+        kept: OutputFiles | None = output
+        if execution.group_gone() and self.outputs.give_back(output):
+            kept = None  # printed nothing: no log files for this attempt
+        else:
+            output.close_fds()
         if self.aborting.is_set():
-            self.outputs.place(output, job.id, attempt)
+            if kept is not None:
+                self.outputs.place(kept, job.id, attempt)
             self.store.put_back(claim, command_ran=True)
             self.log(f"put back {job.id}: stopped before it finished")
             return
@@ -216,7 +221,7 @@ class WorkerPool:
                 self.index.add(JobState.FAILED, f"{job.id}.json", _due(updated.next_run_at))
 
         change = Change(updated, updated.state.value, remove=claim.path)
-        self.commits.submit(change, claim, recorded, output)
+        self.commits.submit(change, claim, recorded, kept)
 
 
 def _due(next_run_at: str | None) -> float:
