@@ -171,15 +171,22 @@ class Journal:
         return self._fd
 
     def _repair_tail(self, fd: int) -> int:
-        """Cut off a record torn by a writer that died mid-append; return the clean size.
+        """Cut off a damaged end of the segment; return the clean size.
 
         Only called under the journal lock, so a tail without a newline cannot belong to a
-        writer that is still alive.
+        writer that is still alive: it is a record torn by a writer that died mid-append.
+        The last complete line's checksum is verified too (a few microseconds), since damage
+        that happens to end in a newline (a flipped bit, a power cut) would otherwise become
+        corruption in the middle once we append after it.
         """
         size = os.fstat(fd).st_size
-        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        good = size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            good = _last_newline_end(fd, size)
+        while good and not _checksum_ok(_line_before(fd, good)):
+            good = _last_newline_end(fd, good - 1)
+        if good == size:
             return size
-        good = _last_newline_end(fd, size)
         try:
             os.ftruncate(fd, good)
         except OSError as exc:
@@ -211,6 +218,21 @@ def _last_newline_end(fd: int, size: int) -> int:
             return start + index + 1
         end = start
     return 0
+
+
+def _checksum_ok(line: bytes) -> bool:
+    if len(line) < 11 or line[8:9] != b" " or not line.endswith(b"\n"):
+        return False
+    try:
+        return int(line[:8], 16) == zlib.crc32(line[9:-1])
+    except ValueError:
+        return False
+
+
+def _line_before(fd: int, end: int) -> bytes:
+    """The complete line that ends at offset ``end`` (which follows a newline)."""
+    start = _last_newline_end(fd, end - 1)
+    return os.pread(fd, end - start, start)
 
 
 @dataclass(frozen=True)
