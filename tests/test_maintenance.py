@@ -44,8 +44,9 @@ def finish(store: Store, job_id: str, ok: bool = True, when_days_ago: float = 0)
 
 def populated(tmp_path: Path) -> Store:
     store = Store(Home(tmp_path / "home").ensure())
-    lines = "".join(json.dumps({"id": f"j{i}", "command": "true", "max_retries": 0}) + "\n"
-                    for i in range(6))
+    lines = "".join(
+        json.dumps({"id": f"j{i}", "command": "true", "max_retries": 0}) + "\n" for i in range(6)
+    )
     assert invoke(store.home.root, "enqueue", "-", input=lines).exit_code == 0
     finish(store, "j0", when_days_ago=10)
     finish(store, "j1", when_days_ago=10)
@@ -101,7 +102,7 @@ def test_fsck_clean_then_finds_and_repairs_each_kind_of_damage(tmp_path: Path) -
     assert isinstance(claim, Claim)
     claim.release()  # orphaned in processing/
     with open(home / "journal" / "00000001.log", "ab") as handle:
-        handle.write(b"0badc0de {\"torn")  # torn tail
+        handle.write(b'0badc0de {"torn')  # torn tail
     found = invoke(home, "fsck")
     assert found.exit_code == 1
     for kind in ("duplicate", "permissions", "stale-tmp", "orphan", "journal-torn-tail"):
@@ -163,18 +164,24 @@ def test_compaction_folds_old_segments_and_still_rebuilds_everything_kept(
     home = store.home.root
     store.journal = Journal(home / "journal", home / "locks" / "journal.lock", segment_bytes=600)
     for i in range(6, 16):  # several small segments
-        assert invoke(home, "enqueue", json.dumps({"id": f"k{i}", "command": "true"})).exit_code == 0
+        assert (
+            invoke(home, "enqueue", json.dumps({"id": f"k{i}", "command": "true"})).exit_code == 0
+        )
         store.journal.append([{"ts": "2026-01-01T00:00:00.000Z", "event": "note"}])
     assert invoke(home, "cleanup", "--older-than", "7d").exit_code == 0
-    expected = {k: v["job"]["rev"] for k, v in latest_records(scan(home / "journal").records).items()
-                if v["event"] != "deleted"}
+    expected = {
+        k: v["job"]["rev"]
+        for k, v in latest_records(scan(home / "journal").records).items()
+        if v["event"] != "deleted"
+    }
     before = tree(home)
     report = compact(store, retention=0, now=utcnow())
     assert report.segments_folded >= 1 and report.jobs_dropped == 2
     assert snapshot_numbers(home / "journal")
     assert min(segment_numbers(home / "journal")) >= snapshot_numbers(home / "journal")[-1]
-    after_compaction = {k: v["job"]["rev"]
-                        for k, v in latest_records(scan(home / "journal").records).items()}
+    after_compaction = {
+        k: v["job"]["rev"] for k, v in latest_records(scan(home / "journal").records).items()
+    }
     assert after_compaction == expected
     for name in STATES:
         shutil.rmtree(home / name)
