@@ -126,16 +126,16 @@ def enqueue(ctx: Context, job: str) -> None:
         store.enqueue(jobs, explicit_ids=explicit, on_group=accepted)
 
 
-def _enqueue_inputs(arg: str) -> list[tuple[int, str]]:
-    """(line number or 0, JSON text) for each job to create."""
+def _enqueue_inputs(arg: str) -> list[tuple[int, bytes | str]]:
+    """(line number or 0, JSON) for each job to create; bytes stay bytes, so text that is
+    not UTF-8 is refused by the parser instead of being silently replaced."""
     if arg == "-":
-        data = sys.stdin.buffer.read()
-        lines = data.decode("utf-8", "replace").splitlines()
+        lines = sys.stdin.buffer.read().split(b"\n")
         return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
     if arg.startswith("@"):
         try:
             with open(arg[1:], "rb") as handle:
-                return [(0, handle.read().decode("utf-8", "replace"))]
+                return [(0, handle.read())]
         except OSError as exc:
             raise UsageError(f"cannot read {arg[1:]}: {exc.strerror}") from None
     return [(0, arg)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,20 +131,31 @@ def parse_value(key: str, text: str) -> Any:
 
 
 class Config:
-    """Reads ``config.json`` and re-reads it only when its mtime changes (cheap per job)."""
+    """Reads ``config.json`` and re-reads it only when its mtime changes.
 
-    def __init__(self, path: Path) -> None:
+    Workers set ``recheck`` to 0.5 s, so a long-running worker sees a ``config set`` within
+    half a second without a stat per job; one-shot commands always look.
+    """
+
+    def __init__(self, path: Path, recheck: float = 0.0) -> None:
         self.path = path
-        self._stamp: tuple[int, int] | None = None
+        self.recheck = recheck
+        self._next_check = 0.0
+        self._stamp: tuple[int, int, int] | None = None
         self._values: dict[str, Any] = dict(DEFAULTS)
 
     def values(self) -> dict[str, Any]:
+        """Current settings; the file is looked at no more than every ``recheck`` seconds."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return self._values
+        self._next_check = now + self.recheck
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             self._stamp, self._values = None, dict(DEFAULTS)
             return self._values
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # set_config always makes a new inode
         if stamp != self._stamp:
             self._values = self._read()
             self._stamp = stamp

@@ -399,7 +399,12 @@ class Store:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 return self._reject(src, "is a symbolic link")
-            return ClaimMiss(f"cannot open: {exc.strerror}")
+            try:
+                if not stat.S_ISREG(os.lstat(src).st_mode):  # a socket, a device: ENXIO
+                    return self._reject(src, "is not a regular file")
+            except FileNotFoundError:
+                return ClaimMiss("gone")
+            return ClaimMiss(f"cannot open: {exc.strerror}", retry_at=time.time() + 1.0)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -672,8 +677,12 @@ def _is_job_name(name: str) -> bool:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
-    offset = 0
+    size = os.fstat(fd).st_size
+    first = os.pread(fd, size + 1, 0)
+    if len(first) <= size:
+        return first  # the usual case: one read
+    chunks = [first]
+    offset = len(first)
     while True:
         chunk = os.pread(fd, 1 << 20, offset)
         if not chunk:

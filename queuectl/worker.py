@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -30,10 +29,17 @@ __all__ = ["MAX_THREADS", "WorkerPool"]
 
 MAX_THREADS: Final = 256
 
+CONFIG_RECHECK_SECONDS: Final = 0.5
+"""A running worker notices ``config set`` within this long."""
+
 
 def _stderr_log(message: str) -> None:
-    sys.stderr.write(f"{format_time(utcnow())} [{os.getpid()}] {message}\n")
-    sys.stderr.flush()
+    """One write(2) per line: lines from several threads never interleave."""
+    line = f"{format_time(utcnow())} [{os.getpid()}] {message}\n"
+    try:
+        os.write(2, line.encode("utf-8", "replace"))
+    except OSError:
+        pass  # a closed or full stderr must not stop the worker
 
 
 class WorkerPool:
@@ -48,6 +54,7 @@ class WorkerPool:
         recovery_interval: float = RECOVERY_INTERVAL_SECONDS,
     ) -> None:
         self.store = store
+        store.config.recheck = CONFIG_RECHECK_SECONDS
         self.threads = threads
         self.burst = burst
         self.child_umask = child_umask
@@ -161,7 +168,8 @@ class WorkerPool:
             finally:
                 with self._guard:
                     self._busy -= 1
-                self.dispatcher.wake()
+                if self.burst and not len(self.index):
+                    self.dispatcher.wake()  # maybe the home is drained now
 
     def _try_job(self, state: JobState, name: str) -> None:
         worker = f"{self.name}:{threading.current_thread().name.rsplit('-', 1)[-1]}"
@@ -219,6 +227,8 @@ class WorkerPool:
             self.log(_describe(updated, outcome.error))
             if updated.state is JobState.FAILED:
                 self.index.add(JobState.FAILED, f"{job.id}.json", _due(updated.next_run_at))
+            elif self.burst and not len(self.index):
+                self.dispatcher.wake()  # the last outcome may have drained the home
 
         change = Change(updated, updated.state.value, remove=claim.path)
         self.commits.submit(change, claim, recorded, kept)

@@ -237,12 +237,6 @@ def test_enqueue_too_long_command_exits_2(ready_home: Path) -> None:
     assert listing(ready_home) == before
 
 
-@pytest.mark.xfail(
-    reason="BUG: cli._enqueue_inputs decodes @FILE and stdin with errors='replace', so bytes "
-    "that are not UTF-8 silently become U+FFFD and a different command is queued, instead of "
-    "exit 2 'invalid JSON: not UTF-8 text' (which job.parse_object produces for raw bytes)",
-    strict=True,
-)
 @pytest.mark.parametrize("via", ["file", "stdin"])
 def test_enqueue_refuses_bytes_that_are_not_utf8(
     ready_home: Path, tmp_path: Path, via: str
