@@ -166,7 +166,11 @@ def worker_start(ctx: Context, count: int, burst: bool) -> None:
     """Run jobs in the foreground until SIGTERM/SIGINT (twice: stop now)."""
     from queuectl.worker import WorkerPool
 
-    pool = WorkerPool(ctx.store, count, burst=burst, child_umask=ORIGINAL_UMASK)
+    store = ctx.store
+    # Jobs inherit the umask of the shell that started the worker, not queuectl's private
+    # 077; queuectl's own files are created with explicit modes, so they stay 0600/0700.
+    os.umask(ORIGINAL_UMASK)
+    pool = WorkerPool(store, count, burst=burst)
     sys.exit(pool.run())
 
 

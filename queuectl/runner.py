@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,10 @@ KILL_GRACE_SECONDS: Final = 5.0
 STDERR_TAIL_BYTES: Final = 400
 
 
+LOCK_FD_IN_CHILD: Final = 3
+"""The job's lock descriptor as the command sees it (documented; do not close it)."""
+
+
 @dataclass
 class Execution:
     """A command in flight; ``kill()`` may be called from any thread (forced stop)."""
@@ -39,8 +42,8 @@ class Execution:
     stderr_fd: int
     stderr_path: Path
     timeout: float = 0.0
-    umask: int = 0o022
-    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _pid: int = field(default=0, repr=False)
+    _reaped: bool = field(default=False, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _killed: bool = False
 
@@ -51,11 +54,10 @@ class Execution:
 
     def group_gone(self) -> bool:
         """True when no process of the command's process group is left (after the run)."""
-        proc = self._proc
-        if proc is None:
+        if not self._pid:
             return True
         try:
-            os.killpg(proc.pid, 0)
+            os.killpg(self._pid, 0)
         except ProcessLookupError:
             return True
         except PermissionError:
@@ -63,10 +65,9 @@ class Execution:
         return False
 
     def _signal_group(self, signum: int) -> None:
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
+        if self._pid and not self._reaped:
             try:
-                os.killpg(proc.pid, signum)
+                os.killpg(self._pid, signum)
             except ProcessLookupError:
                 pass
 
@@ -74,7 +75,7 @@ class Execution:
 def run_command(execution: Execution) -> Outcome:
     started = utcnow()
     try:
-        proc = _spawn(execution)
+        pid = _spawn(execution)
     except OSError as exc:
         return Outcome(
             OutcomeKind.SPAWN_FAILED,
@@ -83,54 +84,58 @@ def run_command(execution: Execution) -> Outcome:
             finished_at=utcnow(),
         )
     with execution._guard:
-        execution._proc = proc
+        execution._pid = pid
         if execution._killed:
             execution._signal_group(signal.SIGKILL)
-    timed_out = _wait(proc, execution)
+    code, timed_out = _wait(pid, execution)
     finished = utcnow()
-    return _outcome(proc.returncode, timed_out, execution, started, finished)
+    return _outcome(code, timed_out, execution, started, finished)
 
 
-def _spawn(execution: Execution) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+def _spawn(execution: Execution) -> int:
+    """``posix_spawn`` (vfork in glibc) in a new session: about a fifth of the Python work of
+    ``subprocess.Popen`` per job. Our descriptors are all close-on-exec; only stdin, the two
+    output files and the lock (as fd 3) reach the command."""
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, execution.stdout_fd, 1),
+        (os.POSIX_SPAWN_DUP2, execution.stderr_fd, 2),
+        (os.POSIX_SPAWN_DUP2, execution.lock_fd, LOCK_FD_IN_CHILD),
+    ]
+    return os.posix_spawn(
+        "/bin/sh",
         ["/bin/sh", "-c", execution.command],
-        stdin=subprocess.DEVNULL,
-        stdout=execution.stdout_fd,
-        stderr=execution.stderr_fd,
-        env=execution.env,
-        start_new_session=True,
-        pass_fds=(execution.lock_fd,),
-        umask=execution.umask,
+        execution.env,
+        file_actions=actions,
+        setsid=True,
     )
 
 
-def _wait(proc: subprocess.Popen[bytes], execution: Execution) -> bool:
-    """Wait for exit without polling; on timeout, TERM then KILL the group. True if timed out."""
-    if execution.timeout <= 0:
-        proc.wait()
-        return False
-    if _exited_within(proc, execution.timeout):
-        proc.wait()
-        return False
+def _reap(pid: int, execution: Execution) -> int:
+    _, status = os.waitpid(pid, 0)
+    with execution._guard:
+        execution._reaped = True
+    return os.waitstatus_to_exitcode(status)
+
+
+def _wait(pid: int, execution: Execution) -> tuple[int, bool]:
+    """Wait for exit without polling; on timeout, TERM then KILL the group.
+
+    Returns (exit code, negative for a signal; timed out).
+    """
+    if execution.timeout <= 0 or _exited_within(pid, execution.timeout):
+        return _reap(pid, execution), False
     with execution._guard:
         execution._signal_group(signal.SIGTERM)
-    if not _exited_within(proc, KILL_GRACE_SECONDS):
+    if not _exited_within(pid, KILL_GRACE_SECONDS):
         with execution._guard:
             execution._signal_group(signal.SIGKILL)
-    proc.wait()
-    return True
+    return _reap(pid, execution), True
 
 
-def _exited_within(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+def _exited_within(pid: int, seconds: float) -> bool:
     """Block on a pidfd (an event, not a poll loop) until the process exits or time is up."""
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (OSError, AttributeError):
-        try:
-            proc.wait(timeout=seconds)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
+    pidfd = os.pidfd_open(pid)
     try:
         ready, _, _ = select.select([pidfd], [], [], seconds)
         return bool(ready)

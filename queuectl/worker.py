@@ -49,7 +49,6 @@ class WorkerPool:
         threads: int,
         *,
         burst: bool = False,
-        child_umask: int = 0o022,
         log: Callable[[str], None] = _stderr_log,
         recovery_interval: float = RECOVERY_INTERVAL_SECONDS,
     ) -> None:
@@ -57,7 +56,6 @@ class WorkerPool:
         store.config.recheck = CONFIG_RECHECK_SECONDS
         self.threads = threads
         self.burst = burst
-        self.child_umask = child_umask
         self.log = log
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.index = RunnableIndex()
@@ -199,7 +197,6 @@ class WorkerPool:
             stderr_fd=output.stderr_fd,
             stderr_path=output.stderr_path,
             timeout=float(self.store.config.get("job-timeout")),
-            umask=self.child_umask,
         )
         with self._guard:
             self._running[job.id] = execution

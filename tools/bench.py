@@ -47,6 +47,25 @@ def batch(count: int, command: str = "true") -> str:
     return "".join(json.dumps({"command": command}) + "\n" for _ in range(count))
 
 
+def create_cost(base: Path, files: int = 300) -> float:
+    """Microseconds to create and write one small file in a fresh folder under ``base``.
+
+    Inode allocation is what a queue that writes one file per state change pays most for,
+    and on this machine kind it varies by more than 30x between folders of one filesystem,
+    so the report shows it next to the drain figures.
+    """
+    folder = base / "create-probe"
+    folder.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    for i in range(files):
+        fd = os.open(folder / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, b"x" * 500)
+        os.close(fd)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(folder)
+    return seconds / files * 1e6
+
+
 def wall(fn: Any) -> float:
     start = time.perf_counter()
     fn()
@@ -234,8 +253,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                                  dir=Path.home()))
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o700)
-    out: dict[str, Any] = {"jobs": args.jobs, "depth": args.depth}
+    out: dict[str, Any] = {"jobs": args.jobs, "depth": args.depth, "dir": str(base)}
     try:
+        out["create_us"] = create_cost(base)
         for threads in (1, 4):
             out[f"floor_c{threads}"] = floor(args.jobs, threads)
             out[f"drain_c{threads}"] = drain(base, args.jobs, threads)
@@ -285,6 +305,7 @@ def table(out: dict[str, Any]) -> str:
         ok = value >= target if op == ">=" else value <= target
         rows.append([label, fmt.format(value), f"{op} {target}", "ok" if ok else "MISSED"])
     details = [
+        ["file create+write in the bench folder", f"{out['create_us']:.0f} us"],
         ["floor C=1 / C=4", f"{out['floor_c1']:.0f} / {out['floor_c4']:.0f} jobs/s"],
         ["drain C=1 / C=4", f"{out['drain_c1']:.0f} / {out['drain_c4']:.0f} jobs/s"],
         ["one enqueue / python -c pass",
