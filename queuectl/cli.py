@@ -87,7 +87,7 @@ def cli(ctx: click.Context, home: str | None) -> None:
 # -------------------------------------------------------------------- enqueue
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("job", metavar="JSON|@FILE|-")
 @pass_context
 def enqueue(ctx: Context, job: str) -> None:
@@ -356,7 +356,7 @@ def config_get(ctx: Context, key: str) -> None:
     click.echo(ctx.store.config.get(canonical_key(key)))
 
 
-@config.command("set")
+@config.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("key")
 @click.argument("value")
 @pass_context
