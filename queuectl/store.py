@@ -175,6 +175,10 @@ class Store:
 
     def job_names(self, state: JobState) -> list[str]:
         """File names in a state folder, oldest first (by the time they entered it)."""
+        return [name for _, name in self.job_entries(state)]
+
+    def job_entries(self, state: JobState) -> list[tuple[int, str]]:
+        """(mtime in ns, file name) for each job file in a folder, oldest first."""
         entries = []
         with os.scandir(self.home.state_dir(state)) as it:
             for entry in it:
@@ -184,7 +188,7 @@ class Store:
                     except FileNotFoundError:
                         continue
         entries.sort()
-        return [name for _, name in entries]
+        return entries
 
     def count(self, state: JobState | str) -> int:
         with os.scandir(self.home.state_dir(state)) as it:

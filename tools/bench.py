@@ -222,7 +222,12 @@ def depth(base: Path, deep: int, threads: int = 4) -> dict[str, float]:
         rss_kib = _peak_rss_kib(worker.pid)
     finally:
         worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=120)
+        try:
+            worker.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["py-spy", "dump", "--pid", str(worker.pid)], check=False)
+            worker.kill()
+            raise
     return {
         "deep_enqueue_jobs_per_s": deep / enqueue_seconds,
         "shallow_rate": shallow,
