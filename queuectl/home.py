@@ -44,7 +44,8 @@ class Home:
         return self.root / (state.value if isinstance(state, JobState) else state)
 
     def job_path(self, state: JobState | str, job_id: str) -> Path:
-        return self.state_dir(state) / f"{job_id}.json"
+        name = state.value if isinstance(state, JobState) else state
+        return Path(f"{self.root}/{name}/{job_id}.json")  # hot path: skip pathlib's parsing
 
     @property
     def tmp(self) -> Path:

@@ -138,7 +138,15 @@ class Job:
         return data
 
     def to_json(self) -> bytes:
-        return (json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n").encode()
+        """The file text: one key per line, as ``json.dumps(indent=2)`` lays out a flat object.
+
+        ``indent`` makes the json module fall back to its pure-Python encoder; encoding each
+        value with the C encoder is several times faster, and this runs once per state change.
+        """
+        lines = ",\n".join(
+            f"  {_dumps(key)}: {_dumps(value)}" for key, value in self.to_dict().items()
+        )
+        return ("{\n" + lines + "\n}\n").encode()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
@@ -173,6 +181,9 @@ class Job:
     @classmethod
     def from_json(cls, raw: bytes) -> Job:
         return cls.from_dict(parse_object(raw))
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ": ")).encode
 
 
 def parse_object(raw: bytes | str) -> dict[str, Any]:

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import json
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -36,6 +38,7 @@ from queuectl.durable import (
     fsync_dir,
     fsync_fd,
     rename_noreplace,
+    reuse_tmp,
     sync_all,
     unlink_all,
     write_tmp,
@@ -85,6 +88,9 @@ class Change:
     remove: Path | None = None
     exclusive: bool = False
     """Refuse (AlreadyExists) instead of replacing an existing file at the destination."""
+    recycle: bool = False
+    """Keep the removed file as a blank for a later write: only when nothing else (a
+    leftover process of the job's command) can still hold it open."""
 
 
 @dataclass
@@ -109,6 +115,42 @@ class ClaimMiss:
     reason: str
     retry_at: float | None = None
     rejected: bool = False
+
+
+class _Blanks:
+    """Old job files kept in tmp/ (as ``.blank.<pid>.<n>.tmp``) to be overwritten later."""
+
+    LIMIT: Final = 1024
+
+    def __init__(self) -> None:
+        self._paths: list[Path] = []
+        self._guard = threading.Lock()
+        self._count = itertools.count()
+
+    def take(self) -> Path | None:
+        with self._guard:
+            return self._paths.pop() if self._paths else None
+
+    def put(self, path: Path) -> None:
+        with self._guard:
+            self._paths.append(path)
+
+    def keep(self, old: Path, tmp_dir: Path) -> bool:
+        with self._guard:
+            if len(self._paths) >= self.LIMIT:
+                return False
+        blank = tmp_dir / f".blank.{os.getpid()}.{next(self._count)}.tmp"
+        try:
+            os.rename(old, blank)
+        except OSError:
+            return False
+        self.put(blank)
+        return True
+
+    def discard(self) -> None:
+        with self._guard:
+            paths, self._paths = self._paths, []
+        unlink_all(paths)
 
 
 @dataclass
@@ -137,6 +179,7 @@ class Store:
         self.home = home
         self.journal = Journal(home.journal, home.locks / "journal.lock")
         self.config = Config(home.config_file)
+        self._blanks = _Blanks()
 
     # ---------------------------------------------------------------- look-ups
 
@@ -247,7 +290,14 @@ class Store:
         fds: list[int] = []
         try:
             for change in changes:
-                path, fd = write_tmp(self.home.tmp, change.job.id, change.job.to_json())
+                data = change.job.to_json()
+                reused = None
+                blank = self._blanks.take()
+                if blank is not None and not keep_locked:
+                    reused = reuse_tmp(blank, self.home.tmp, change.job.id, data)
+                elif blank is not None:
+                    self._blanks.put(blank)
+                path, fd = reused or write_tmp(self.home.tmp, change.job.id, data)
                 tmps.append(path)
                 fds.append(fd)
                 if keep_locked:
@@ -287,14 +337,19 @@ class Store:
             raise
         return published
 
-    @staticmethod
-    def _unlink_old(changes: list[Change], published: list[Path]) -> None:
+    def _unlink_old(self, changes: list[Change], published: list[Path]) -> None:
         for change, dst in zip(changes, published, strict=True):
-            if change.remove is not None and change.remove != dst:
-                try:
-                    os.unlink(change.remove)
-                except FileNotFoundError:
-                    pass
+            if change.remove is None or change.remove == dst:
+                continue
+            if change.recycle and self._blanks.keep(change.remove, self.home.tmp):
+                continue
+            try:
+                os.unlink(change.remove)
+            except FileNotFoundError:
+                pass
+
+    def discard_blanks(self) -> None:
+        self._blanks.discard()
 
     def enqueue(
         self,
@@ -654,6 +709,8 @@ class Store:
                 candidate = Job.from_json(Path(entry.path).read_bytes())
             except (OSError, InvalidJob):
                 continue
+            if candidate.id != job.id:
+                continue  # a reused blank that still holds another job's old text
             if candidate.rev > job.rev and (best is None or candidate.rev > best[1].rev):
                 best = (Path(entry.path), candidate)
         return best

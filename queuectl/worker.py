@@ -108,6 +108,7 @@ class WorkerPool:
         finally:
             self.dispatcher.close()
             self.outputs.discard()
+            self.store.discard_blanks()
             registration.close()
         if self.dispatcher.error is not None:
             self.log(f"error: {self.dispatcher.error}")
@@ -207,7 +208,8 @@ class WorkerPool:
             with self._guard:
                 del self._running[job.id]
         kept: OutputFiles | None = output
-        if execution.group_gone() and self.outputs.give_back(output):
+        alone = execution.group_gone()  # no leftover process holds the job's files
+        if alone and self.outputs.give_back(output):
             kept = None  # printed nothing: no log files for this attempt
         else:
             output.close_fds()
@@ -227,7 +229,7 @@ class WorkerPool:
             elif self.burst and not len(self.index):
                 self.dispatcher.wake()  # the last outcome may have drained the home
 
-        change = Change(updated, updated.state.value, remove=claim.path)
+        change = Change(updated, updated.state.value, remove=claim.path, recycle=alone)
         self.commits.submit(change, claim, recorded, kept)
 
 
