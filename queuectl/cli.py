@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["cli", "main"]
 
-STATES = ("pending", "processing", "completed", "failed", "dead")
+STATES = ("pending", "processing", "completed", "failed", "dead", "cancelled")
 ORIGINAL_UMASK = 0o022
 
 
@@ -89,8 +89,18 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("job", metavar="JSON|@FILE|-")
+@click.option(
+    "--priority",
+    "-p",
+    type=click.IntRange(-100, 100),
+    help="Higher runs first (-100..100, default 0); overrides the JSON.",
+)
+@click.option("--delay", metavar="DURATION", help="Run no sooner than this from now (30s, 5m).")
+@click.option("--run-at", "run_at", metavar="TIME", help="Run no sooner than this ISO 8601 time.")
 @pass_context
-def enqueue(ctx: Context, job: str) -> None:
+def enqueue(
+    ctx: Context, job: str, priority: int | None, delay: str | None, run_at: str | None
+) -> None:
     """Add a job: JSON text, @FILE, or - for one JSON object per line of stdin.
 
     Example: queuectl enqueue '{"command": "echo hi", "max_retries": 2}'
@@ -100,6 +110,7 @@ def enqueue(ctx: Context, job: str) -> None:
     """
     from queuectl.job import job_from_input, parse_object
 
+    overrides = _schedule_overrides(priority, delay, run_at)
     texts = _enqueue_inputs(job)
     store = ctx.store
     default_retries = store.config.get("max-retries")
@@ -107,7 +118,7 @@ def enqueue(ctx: Context, job: str) -> None:
     explicit: set[str] = set()
     for number, text in texts:
         try:
-            data = parse_object(text)
+            data = {**parse_object(text), **overrides}
             jobs.append(job_from_input(data, default_max_retries=default_retries))
         except UsageError as exc:
             where = f"line {number}: " if number else ""
@@ -124,6 +135,25 @@ def enqueue(ctx: Context, job: str) -> None:
             bar.update(len(group))
 
         store.enqueue(jobs, explicit_ids=explicit, on_group=accepted)
+
+
+def _schedule_overrides(
+    priority: int | None, delay: str | None, run_at: str | None
+) -> dict[str, Any]:
+    from datetime import timedelta
+
+    from queuectl.job import format_time, utcnow
+
+    if delay is not None and run_at is not None:
+        raise UsageError("give --delay or --run-at, not both")
+    overrides: dict[str, Any] = {}
+    if priority is not None:
+        overrides["priority"] = priority
+    if delay is not None:
+        overrides["run_at"] = format_time(utcnow() + timedelta(seconds=_duration_option(delay)))
+    if run_at is not None:
+        overrides["run_at"] = run_at
+    return overrides
 
 
 def _enqueue_inputs(arg: str) -> list[tuple[int, bytes | str]]:
@@ -319,14 +349,15 @@ def dlq_list(ctx: Context, as_json: bool) -> None:
 
 
 @dlq.command("retry")
-@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.argument("job_ids", metavar="[ID...]", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every job in the DLQ.")
 @pass_context
-def dlq_retry(ctx: Context, job_ids: tuple[str, ...]) -> None:
+def dlq_retry(ctx: Context, job_ids: tuple[str, ...], everything: bool) -> None:
     """Move dead jobs back to pending with attempts reset to 0."""
     from queuectl.job import utcnow
 
     failures = 0
-    for job_id in job_ids:
+    for job_id in _dead_ids(ctx.store, job_ids, everything):
         try:
             ctx.store.retry_dead(job_id, utcnow())
         except QueueError as exc:
@@ -334,6 +365,61 @@ def dlq_retry(ctx: Context, job_ids: tuple[str, ...]) -> None:
             failures += 1
             continue
         click.echo(f"retried {job_id}")
+    if failures:
+        sys.exit(1)
+
+
+@dlq.command("purge")
+@click.argument("job_ids", metavar="[ID...]", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every job in the DLQ.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_context
+def dlq_purge(ctx: Context, job_ids: tuple[str, ...], everything: bool, yes: bool) -> None:
+    """Delete dead jobs and their logs for good (the journal records the deletion)."""
+    from queuectl.job import utcnow
+    from queuectl.maintenance import purge
+
+    ids = _dead_ids(ctx.store, job_ids, everything)
+    if not yes and not click.confirm(f"Delete {len(ids)} dead job(s) for good?", err=True):
+        raise QueueError("nothing deleted")
+    removed, missing = purge(ctx.store, ids, utcnow())
+    click.echo(f"purged {len(removed)} job(s)")
+    for job_id in missing:
+        _warn(f"job {job_id!r} is not in the dead letter queue")
+    if missing:
+        sys.exit(1)
+
+
+def _dead_ids(store: Store, job_ids: tuple[str, ...], everything: bool) -> list[str]:
+    from queuectl.job import JobState
+
+    if everything == bool(job_ids):
+        raise UsageError("give job ids or --all (not both)")
+    return store.job_names_as_ids(JobState.DEAD) if everything else list(job_ids)
+
+
+@cli.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="How long to wait for a running job's worker to stop it.",
+)
+@pass_context
+def cancel(ctx: Context, job_ids: tuple[str, ...], timeout: float) -> None:
+    """Cancel jobs: a waiting job never runs; a running job's command is stopped
+    (SIGTERM to its process group, SIGKILL 5 s later). Cancelled jobs go to cancelled/."""
+    from queuectl.canceling import cancel_job
+
+    failures = 0
+    for job_id in job_ids:
+        try:
+            click.echo(cancel_job(ctx.store, job_id, timeout))
+        except QueueError as exc:
+            _warn(str(exc))
+            failures += 1
     if failures:
         sys.exit(1)
 
@@ -477,7 +563,7 @@ def journal_compact(ctx: Context, retention: str | None) -> None:
 @click.option(
     "--state",
     "states",
-    type=click.Choice(["completed", "dead"]),
+    type=click.Choice(["completed", "dead", "cancelled"]),
     multiple=True,
     help="Which finished states to clean (default: completed). Repeatable.",
 )

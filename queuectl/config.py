@@ -104,6 +104,18 @@ KEYS: Final[dict[str, Key]] = {
             "seconds a command may run before its process group is killed; 0 means no limit",
         ),
         Key(
+            "backoff-max",
+            0,
+            _number_in(0, 31_536_000),
+            "longest backoff delay in seconds; 0 means no cap (base ** attempts)",
+        ),
+        Key(
+            "backoff-jitter",
+            0,
+            _number_in(0, 1),
+            "shorten each backoff by a random fraction up to this (0 = exact, 0.5 = up to half)",
+        ),
+        Key(
             "journal-retention",
             604800,
             _duration,
@@ -128,6 +140,17 @@ def parse_value(key: str, text: str) -> Any:
         return KEYS[key].parse(text)
     except ValueError as exc:
         raise UsageError(f"invalid value {text!r} for {key}: {exc}") from None
+
+
+def backoff_policy(values: dict[str, Any]) -> Any:
+    """The ``Backoff`` the settings describe (imported lazily: config sits below scheduler)."""
+    from queuectl.scheduler import Backoff
+
+    return Backoff(
+        base=float(values["backoff-base"]),
+        cap=float(values["backoff-max"]),
+        jitter=float(values["backoff-jitter"]),
+    )
 
 
 class Config:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import os
 import select
 import threading
@@ -23,9 +24,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
-from queuectl.errors import QueueError
-from queuectl.job import Job, JobState, utcnow
-from queuectl.scheduler import Outcome, OutcomeKind, after_attempt
+from queuectl.config import backoff_policy
+from queuectl.job import Job, JobState, parse_time, utcnow
+from queuectl.scheduler import Outcome, OutcomeKind, after_attempt, queue_key
 from queuectl.store import Store
 from queuectl.watch import DirWatcher, open_watcher
 
@@ -35,6 +36,8 @@ RECOVERY_INTERVAL_SECONDS: Final = 1.0
 """How often ``processing/`` is checked for jobs whose worker and command are both gone."""
 
 RESCAN_INTERVAL_SECONDS: Final = 60.0
+
+RESCAN_CHUNK: Final = 1000
 """A full rescan of pending/ and failed/, in case a change notification was ever missed."""
 
 POLL_INTERVAL_SECONDS: Final = 0.2
@@ -44,57 +47,86 @@ Key = tuple[str, str]  # (state folder, file name)
 
 
 class RunnableIndex:
-    """Thread-safe heap of jobs to try, ordered by (runnable since, arrival)."""
+    """Thread-safe index of jobs to try next.
+
+    Jobs whose time has not come (a retry's ``next_run_at``, a ``run_at``, a claim to try again
+    shortly) wait in a heap ordered by that time; runnable ones sit in a heap ordered by
+    ``queue_key(runnable since, priority)``: oldest first, with each priority step worth a
+    minute of waiting (aging), so high priorities go first and nothing starves.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, str, str]] = []
-        self._queued: dict[Key, float] = {}
+        self._waiting: list[tuple[float, int, str, str]] = []
+        self._ready: list[tuple[float, int, str, str]] = []
+        self._queued: dict[Key, tuple[float, int]] = {}
         self._order = itertools.count()
         self._closed = False
         self._clock = clock
 
-    def add(self, state: JobState, name: str, due: float) -> None:
-        key = (state.value, name)
+    def add(self, state: JobState, name: str, due: float, priority: int = 0) -> None:
         with self._cond:
-            known = self._queued.get(key)
-            if known is not None and known <= due:
-                return
-            self._queued[key] = due
-            heapq.heappush(self._heap, (due, next(self._order), state.value, name))
-            self._cond.notify()
+            if self._put(state, name, due, priority, self._clock()):
+                self._cond.notify()
 
-    def add_many(self, items: list[tuple[JobState, str, float]]) -> None:
-        """Add a whole folder scan at once: one heapify (O(n)) instead of n pushes."""
+    def add_many(self, items: list[tuple[JobState, str, float, int]]) -> None:
+        """Add a folder scan at once: one heapify (O(n)) instead of n pushes."""
         with self._cond:
-            for state, name, due in items:
-                key = (state.value, name)
-                known = self._queued.get(key)
-                if known is None or due < known:
-                    self._queued[key] = due
-                    self._heap.append((due, next(self._order), state.value, name))
-            heapq.heapify(self._heap)
+            now = self._clock()
+            for state, name, due, priority in items:
+                self._put(state, name, due, priority, now, heap_push=False)
+            heapq.heapify(self._ready)
+            heapq.heapify(self._waiting)
             self._cond.notify_all()
+
+    def _put(
+        self,
+        state: JobState,
+        name: str,
+        due: float,
+        priority: int,
+        now: float,
+        heap_push: bool = True,
+    ) -> bool:
+        key = (state.value, name)
+        known = self._queued.get(key)
+        if known is not None and known[0] <= due and known[1] >= priority:
+            return False
+        self._queued[key] = (due, priority)
+        if due <= now:
+            entry = (queue_key(due, priority), next(self._order), state.value, name)
+            target = self._ready
+        else:
+            entry = (due, next(self._order), state.value, name)
+            target = self._waiting
+        if heap_push:
+            heapq.heappush(target, entry)
+        else:
+            target.append(entry)
+        return True
 
     def take(self) -> tuple[JobState, str] | None:
         """Block until a job is runnable (or the index is closed, then None)."""
         with self._cond:
             while not self._closed:
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                due, _, state, name = self._heap[0]
-                if self._queued.get((state, name)) != due:
-                    heapq.heappop(self._heap)  # superseded by an earlier entry
-                    continue
-                wait = due - self._clock()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                heapq.heappop(self._heap)
-                del self._queued[(state, name)]
-                return JobState(state), name
+                now = self._clock()
+                self._promote(now)
+                if self._ready:
+                    _, _, state, name = heapq.heappop(self._ready)
+                    key = (state, name)
+                    if key not in self._queued or self._queued[key][0] > now:
+                        continue  # superseded (claimed, or re-added for later)
+                    del self._queued[key]
+                    return JobState(state), name
+                self._cond.wait(self._waiting[0][0] - now if self._waiting else None)
             return None
+
+    def _promote(self, now: float) -> None:
+        while self._waiting and self._waiting[0][0] <= now:
+            due, order, state, name = heapq.heappop(self._waiting)
+            known = self._queued.get((state, name))
+            if known is not None and known[0] == due:
+                heapq.heappush(self._ready, (queue_key(due, known[1]), order, state, name))
 
     def __len__(self) -> int:
         with self._cond:
@@ -119,6 +151,7 @@ class Dispatcher(threading.Thread):
         is_idle: Callable[[], bool],
         log: Callable[[str], None],
         recovery_interval: float = RECOVERY_INTERVAL_SECONDS,
+        on_cancel: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(name="queuectl-dispatcher", daemon=True)
         self.store = store
@@ -128,6 +161,7 @@ class Dispatcher(threading.Thread):
         self.is_idle = is_idle
         self.log = log
         self.recovery_interval = recovery_interval
+        self.on_cancel = on_cancel
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.error: BaseException | None = None
 
@@ -148,7 +182,13 @@ class Dispatcher(threading.Thread):
 
     def _loop(self) -> None:
         home = self.store.home
-        watcher = open_watcher([home.state_dir(JobState.PENDING), home.state_dir(JobState.FAILED)])
+        watcher = open_watcher(
+            [
+                home.state_dir(JobState.PENDING),
+                home.state_dir(JobState.FAILED),
+                home.cancel_requests,
+            ]
+        )
         self.rescan()
         self.recover()
         rescan_every = RESCAN_INTERVAL_SECONDS if watcher else POLL_INTERVAL_SECONDS
@@ -166,6 +206,7 @@ class Dispatcher(threading.Thread):
                 now = time.monotonic()
                 if now >= next_rescan:
                     self.rescan()
+                    self.check_cancel_requests()
                     next_rescan = now + rescan_every
                 if now >= next_recovery:
                     self.recover()
@@ -182,41 +223,69 @@ class Dispatcher(threading.Thread):
         for event in watcher.read():
             if event.directory is None:
                 self.rescan()
+                self.check_cancel_requests()
+            elif event.directory == self.store.home.cancel_requests:
+                if self.on_cancel is not None:
+                    self.on_cancel(event.name)
             elif _is_candidate(event.name):
                 state = JobState.PENDING if event.directory == pending_dir else JobState.FAILED
-                self.index.add(state, event.name, self._due(state, event.directory / event.name))
+                path = event.directory / event.name
+                self.index.add(state, event.name, *self._schedule(state, path, time.time()))
 
     def rescan(self) -> None:
-        """Index every pending and failed job: one stat per pending file, one heapify."""
-        now = time.time()
-        pending = [
-            (JobState.PENDING, name, min(mtime / 1e9, now))
-            for mtime, name in self.store.job_entries(JobState.PENDING)
-        ]
-        self.index.add_many(pending)
-        directory = self.store.home.state_dir(JobState.FAILED)
-        failed = [
-            (JobState.FAILED, name, self._due(JobState.FAILED, directory / name))
-            for name in self.store.job_names(JobState.FAILED)
-        ]
-        self.index.add_many(failed)
+        """Index every pending and failed job, oldest first, in chunks.
 
-    def _due(self, state: JobState, path: Path) -> float:
-        now = time.time()
-        try:
-            if state is JobState.PENDING:
-                return min(os.lstat(path).st_mtime, now)
-            job = Job.from_json(path.read_bytes())
-        except (OSError, QueueError):
-            return now  # the claim will sort it out (gone, or rejected with a reason)
-        if not job.next_run_at:
-            return now
-        from queuectl.job import parse_time
+        Each file is read for its priority and run_at; chunks of 1000 let the workers start on
+        the oldest jobs while a deep queue is still being read.
+        """
+        home = self.store.home
+        for state in (JobState.PENDING, JobState.FAILED):
+            entries = self.store.job_entries(state)
+            directory = home.state_dir(state)
+            for start in range(0, len(entries), RESCAN_CHUNK):
+                now = time.time()
+                chunk = []
+                for mtime_ns, name in entries[start : start + RESCAN_CHUNK]:
+                    due, priority = self._schedule(state, directory / name, now, mtime_ns / 1e9)
+                    chunk.append((state, name, due, priority))
+                self.index.add_many(chunk)
 
+    def _schedule(
+        self, state: JobState, path: Path, now: float, mtime: float | None = None
+    ) -> tuple[float, int]:
+        """(runnable from, priority) of a job file, read leniently.
+
+        A file that cannot be read or parsed is offered at once: the claim then deals with it
+        (gone, still being written, or rejected with a reason).
+        """
         try:
-            return parse_time(job.next_run_at).timestamp()
-        except ValueError:
-            return now
+            raw = path.read_bytes()
+            if mtime is None and state is JobState.PENDING:
+                mtime = os.lstat(path).st_mtime
+            data = json.loads(raw)
+        except (OSError, ValueError):
+            return now, 0
+        if not isinstance(data, dict):
+            return now, 0
+        since = min(mtime, now) if mtime is not None else now
+        wanted = data.get("next_run_at") if state is JobState.FAILED else data.get("run_at")
+        if isinstance(wanted, str):
+            try:
+                since = max(since, parse_time(wanted).timestamp())
+            except ValueError:
+                pass
+        priority = data.get("priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            priority = 0
+        return since, priority
+
+    def check_cancel_requests(self) -> None:
+        """Look at every pending cancel request (after a missed notification, or without
+        inotify): each one names a job id; the pool ignores ids it is not running."""
+        if self.on_cancel is None:
+            return
+        for name in os.listdir(self.store.home.cancel_requests):
+            self.on_cancel(name)
 
     def recover(self) -> None:
         """Return jobs whose worker and command are both gone to the queue (or the DLQ)."""
@@ -231,8 +300,12 @@ class Dispatcher(threading.Thread):
 
     def _lost(self, job: Job) -> Job:
         outcome = Outcome(OutcomeKind.WORKER_LOST, error="worker lost while running it")
-        backoff = self.store.config.get("backoff-base")
-        return after_attempt(replace(job, worker=None), outcome, backoff_base=backoff, now=utcnow())
+        return after_attempt(
+            replace(job, worker=None),
+            outcome,
+            backoff_base=backoff_policy(self.store.config.values()),
+            now=utcnow(),
+        )
 
     def _drained(self) -> bool:
         if len(self.index) or not self.is_idle():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from queuectl.config import backoff_policy
 from queuectl.durable import fsync_dir
 from queuectl.errors import InvalidJob, JournalCorrupt
 from queuectl.home import AUX_DIRS, STATE_DIRS
@@ -264,7 +265,7 @@ def _recover(store: Store, name: str) -> str:
     def lost(job: Job) -> Job:
         outcome = Outcome(OutcomeKind.WORKER_LOST, error="worker lost (found by fsck)")
         return after_attempt(
-            job, outcome, backoff_base=store.config.get("backoff-base"), now=utcnow()
+            job, outcome, backoff_base=backoff_policy(store.config.values()), now=utcnow()
         )
 
     return store.recover_orphan(name, lost) or "no longer orphaned"

@@ -3,13 +3,14 @@
 Layout (a public interface, documented in the README)::
 
     <home>/
-      pending/ processing/ completed/ failed/ dead/   one <id>.json per job
+      pending/ processing/ completed/ failed/ dead/ cancelled/   one <id>.json per job
       tmp/        in-flight writes, renamed into a state folder when durable
       rejected/   dropped files that are not valid jobs, each with <name>.reason
       journal/    append-only event journal segments, 00000001.log, ...
       logs/<id>/  stdout and stderr of every attempt: <attempt>.out, <attempt>.err
       workers/    one <pid>.json per live worker process, flock-ed while it lives
       locks/      lock files (never deleted: filelock #27)
+      cancel/<id>  a request to cancel a running job, watched by its worker
       config.json persisted settings
 """
 
@@ -26,7 +27,7 @@ from queuectl.job import JobState
 __all__ = ["STATE_DIRS", "Home", "resolve_home"]
 
 STATE_DIRS: Final = tuple(state.value for state in JobState)
-AUX_DIRS: Final = ("tmp", "rejected", "journal", "logs", "workers", "locks")
+AUX_DIRS: Final = ("tmp", "rejected", "journal", "logs", "workers", "locks", "cancel")
 DIR_MODE: Final = 0o700
 
 
@@ -70,6 +71,10 @@ class Home:
     @property
     def locks(self) -> Path:
         return self.root / "locks"
+
+    @property
+    def cancel_requests(self) -> Path:
+        return self.root / "cancel"
 
     @property
     def config_file(self) -> Path:

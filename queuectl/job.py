@@ -43,6 +43,7 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     DEAD = "dead"
+    CANCELLED = "cancelled"
 
 
 ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -54,7 +55,17 @@ and the command is passed as one argument to ``/bin/sh -c``: longer ones could n
 
 MAX_RETRIES_LIMIT: Final = 1000
 
-ACCEPTED_FIELDS: Final = frozenset({"id", "command", "max_retries"})
+PRIORITY_RANGE: Final = (-100, 100)
+"""Higher runs first; 0 is the default."""
+
+MAX_TIMEOUT_SECONDS: Final = 31_536_000
+ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+HISTORY_LIMIT: Final = 50
+"""Attempts kept in the job file (the journal has all of them)."""
+
+ACCEPTED_FIELDS: Final = frozenset(
+    {"id", "command", "max_retries", "priority", "run_at", "timeout", "cwd", "env"}
+)
 """Fields a user may set when creating a job; every other field is managed by queuectl."""
 
 
@@ -113,6 +124,12 @@ class Job:
     finished_at: str | None = None
     worker: str | None = None
     source: str = "cli"
+    priority: int = 0
+    run_at: str | None = None
+    timeout: float | None = None
+    cwd: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +139,11 @@ class Job:
             "state": self.state.value,
             "attempts": self.attempts,
             "max_retries": self.max_retries,
+            "priority": self.priority,
+            "run_at": self.run_at,
+            "timeout": self.timeout,
+            "cwd": self.cwd,
+            "env": self.env,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "next_run_at": self.next_run_at,
@@ -132,6 +154,7 @@ class Job:
             "worker": self.worker,
             "source": self.source,
             "rev": self.rev,
+            "history": self.history,
         }
         for key, value in self.extra.items():
             data.setdefault(key, value)
@@ -170,6 +193,12 @@ class Job:
                 finished_at=data.get("finished_at"),
                 worker=data.get("worker"),
                 source=str(data.get("source", "cli")),
+                priority=_require_int(data.get("priority", 0), "priority", *PRIORITY_RANGE),
+                run_at=data.get("run_at"),
+                timeout=data.get("timeout"),
+                cwd=data.get("cwd"),
+                env=dict(data.get("env") or {}),
+                history=list(data.get("history") or []),
                 extra=extra,
             )
         except KeyError as exc:
@@ -272,4 +301,53 @@ def job_from_input(
         created_at=stamp,
         updated_at=stamp,
         source=source,
+        priority=_require_int(data.get("priority", 0), "priority", *PRIORITY_RANGE),
+        run_at=_optional(data, "run_at", _require_time),
+        timeout=_optional(data, "timeout", _require_timeout),
+        cwd=_optional(data, "cwd", _require_cwd),
+        env=_require_env(data.get("env", {})),
     )
+
+
+def _optional(data: dict[str, Any], name: str, check: Any) -> Any:
+    value = data.get(name)
+    return None if value is None else check(value)
+
+
+def _require_time(value: object) -> str:
+    """Any ISO 8601 moment; one without a zone is taken as UTC. Stored as UTC with a Z."""
+    if not isinstance(value, str):
+        raise InvalidJob("'run_at' must be an ISO 8601 string such as 2026-12-01T09:00:00Z")
+    try:
+        return format_time(parse_time(value))
+    except (ValueError, OverflowError):
+        raise InvalidJob(f"'run_at' is not an ISO 8601 time: {value[:40]!r}") from None
+
+
+def _require_timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidJob("'timeout' must be a number of seconds")
+    if not 0 <= value <= MAX_TIMEOUT_SECONDS:
+        raise InvalidJob(f"'timeout' must be between 0 and {MAX_TIMEOUT_SECONDS} seconds")
+    return float(value)
+
+
+def _require_cwd(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or "\x00" in value:
+        raise InvalidJob("'cwd' must be an absolute path")
+    if len(value) > 4096:
+        raise InvalidJob("'cwd' is too long")
+    return value
+
+
+def _require_env(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise InvalidJob("'env' must be an object of NAME: value strings")
+    if len(value) > 256:
+        raise InvalidJob("'env' may set at most 256 variables")
+    for key, item in value.items():
+        if not ENV_NAME.fullmatch(key):
+            raise InvalidJob(f"'env' has an invalid variable name {key[:40]!r}")
+        if not isinstance(item, str) or "\x00" in item:
+            raise InvalidJob(f"'env' value of {key} must be a string without NUL bytes")
+    return dict(value)

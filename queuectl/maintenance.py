@@ -32,9 +32,9 @@ from queuectl.journal import (
 from queuectl.rebuild import DELETED, latest_records
 from queuectl.store import Store
 
-__all__ = ["CompactReport", "cleanup", "compact"]
+__all__ = ["CompactReport", "cleanup", "compact", "purge"]
 
-FINISHED = (JobState.COMPLETED, JobState.DEAD)
+FINISHED = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
 
 
 def cleanup(
@@ -61,6 +61,31 @@ def cleanup(
                 progress(1)
     for state in states:
         fsync_dir(store.home.state_dir(state))
+    _journal_deleted(store, removed, now)
+    return [job.id for job in removed]
+
+
+def purge(store: Store, job_ids: list[str], now: datetime) -> tuple[list[str], list[str]]:
+    """Delete dead jobs and their logs; returns (purged ids, ids not in the DLQ)."""
+    removed: list[Job] = []
+    missing: list[str] = []
+    for job_id in job_ids:
+        path = store.home.job_path(JobState.DEAD, job_id)
+        try:
+            job = Job.from_json(path.read_bytes())
+            os.unlink(path)
+        except (OSError, ValueError):
+            missing.append(job_id)
+            continue
+        shutil.rmtree(store.home.logs / job_id, ignore_errors=True)
+        removed.append(job)
+    _journal_deleted(store, removed, now)
+    return [job.id for job in removed], missing
+
+
+def _journal_deleted(store: Store, jobs: list[Job], now: datetime) -> None:
+    if jobs:
+        fsync_dir(store.home.state_dir(jobs[0].state))
     stamp = format_time(now)
     store.journal.append(
         [
@@ -70,10 +95,9 @@ def cleanup(
                 "pid": os.getpid(),
                 "job": replace(job, rev=job.rev + 1, updated_at=stamp).to_dict(),
             }
-            for job in removed
+            for job in jobs
         ]
     )
-    return [job.id for job in removed]
 
 
 def _last_change(job: Job) -> datetime:

@@ -13,6 +13,7 @@ import select
 import signal
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -47,9 +48,24 @@ class Execution:
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _killed: bool = False
 
+    cancelled: bool = False
+
     def kill(self) -> None:
         with self._guard:
             self._killed = True
+            self._signal_group(signal.SIGKILL)
+
+    def cancel(self) -> None:
+        """Stop the command for good: its group gets SIGTERM now and SIGKILL after a grace."""
+        with self._guard:
+            self.cancelled = True
+            self._signal_group(signal.SIGTERM)
+        timer = threading.Timer(KILL_GRACE_SECONDS, self.kill_if_running)
+        timer.daemon = True
+        timer.start()
+
+    def kill_if_running(self) -> None:
+        with self._guard:
             self._signal_group(signal.SIGKILL)
 
     def group_gone(self) -> bool:
@@ -143,34 +159,31 @@ def _exited_within(pid: int, seconds: float) -> bool:
         os.close(pidfd)
 
 
-def _outcome(code: int, timed_out: bool, execution: Execution, started, finished) -> Outcome:  # type: ignore[no-untyped-def]
+def _outcome(
+    code: int, timed_out: bool, execution: Execution, started: datetime, finished: datetime
+) -> Outcome:
     if code == 0 and not timed_out:
         return Outcome(OutcomeKind.SUCCEEDED, exit_code=0, started_at=started, finished_at=finished)
     tail = _stderr_tail(execution.stderr_path)
+    last_line = _last_line(tail)
     if timed_out:
-        error = f"timeout: killed after {execution.timeout:g}s"
-        return Outcome(
+        kind, exit_code, error = (
             OutcomeKind.TIMED_OUT,
-            exit_code=None,
-            error=error,
-            started_at=started,
-            finished_at=finished,
+            None,
+            f"timeout: killed after {execution.timeout:g}s",
         )
-    if code < 0:
-        name = _signal_name(-code)
-        return Outcome(
-            OutcomeKind.KILLED,
-            exit_code=code,
-            error=_join(f"killed by {name}", tail),
-            started_at=started,
-            finished_at=finished,
-        )
+    elif code < 0:
+        kind, exit_code = OutcomeKind.KILLED, code
+        error = _join(f"killed by {_signal_name(-code)}", last_line)
+    else:
+        kind, exit_code, error = OutcomeKind.FAILED, code, _join(f"exit code {code}", last_line)
     return Outcome(
-        OutcomeKind.FAILED,
-        exit_code=code,
-        error=_join(f"exit code {code}", tail),
+        kind,
+        exit_code=exit_code,
+        error=error,
         started_at=started,
         finished_at=finished,
+        stderr_tail=tail or None,
     )
 
 
@@ -179,7 +192,7 @@ def _join(head: str, tail: str) -> str:
 
 
 def _stderr_tail(path: Path) -> str:
-    """The last non-empty line of stderr, so ``last_error`` says *why* (e.g. not found)."""
+    """The last ``STDERR_TAIL_BYTES`` of stderr, kept in the job's history for the DLQ."""
     try:
         with open(path, "rb") as handle:
             size = handle.seek(0, os.SEEK_END)
@@ -187,7 +200,12 @@ def _stderr_tail(path: Path) -> str:
             data = handle.read()
     except OSError:
         return ""
-    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+    return data.decode("utf-8", "replace").strip()
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line, so ``last_error`` says *why* (e.g. not found)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:200] if lines else ""
 
 

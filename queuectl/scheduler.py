@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
-from queuectl.job import Job, JobState, format_time
+from queuectl.job import HISTORY_LIMIT, Job, JobState, format_time
 
 __all__ = ["MAX_BACKOFF_SECONDS", "Outcome", "OutcomeKind", "after_attempt", "backoff_seconds"]
 
@@ -33,6 +34,37 @@ class Outcome:
     error: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    stderr_tail: str | None = None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long a failed job waits: ``base ** attempts``, capped at ``cap`` seconds when cap
+    is positive, then shortened by up to ``jitter`` (a fraction) so that jobs that failed
+    together do not all retry in the same instant."""
+
+    base: float = 2.0
+    cap: float = 0.0
+    jitter: float = 0.0
+
+    def seconds(self, attempts: int, rng: random.Random | None = None) -> float:
+        delay = backoff_seconds(attempts, self.base)
+        if self.cap > 0:
+            delay = min(delay, self.cap)
+        if self.jitter > 0:
+            delay *= 1 - self.jitter * (rng or random).random()
+        return delay
+
+
+AGING_SECONDS: Final = 60.0
+"""Priority aging: a job counts as runnable ``priority * AGING_SECONDS`` earlier than it
+became runnable. So one priority step is worth a minute of waiting: a priority-0 job that has
+waited 10 minutes goes before a priority-9 job that just arrived, and nothing starves."""
+
+
+def queue_key(runnable_since: float, priority: int) -> float:
+    """Sort key among runnable jobs (smaller runs first): FIFO, shifted by priority."""
+    return runnable_since - priority * AGING_SECONDS
 
 
 def backoff_seconds(attempts: int, base: float) -> float:
@@ -43,24 +75,39 @@ def backoff_seconds(attempts: int, base: float) -> float:
         return MAX_BACKOFF_SECONDS
 
 
-def after_attempt(job: Job, outcome: Outcome, *, backoff_base: float, now: datetime) -> Job:
+def after_attempt(
+    job: Job,
+    outcome: Outcome,
+    *,
+    backoff_base: Backoff | float,
+    now: datetime,
+    rng: random.Random | None = None,
+) -> Job:
     """The job as it must be stored after one finished attempt.
 
     ``attempts`` counts finished runs; a failed run goes to ``dead`` once
-    ``attempts > max_retries``, otherwise to ``failed`` until ``base ** attempts`` seconds pass.
+    ``attempts > max_retries``, otherwise to ``failed`` until its backoff has passed
+    (``backoff_base`` is a ``Backoff`` policy, or just the base of ``base ** attempts``).
     A run whose worker died counts as a run too (it may have done its work), but it is
-    retried at once: nothing suggests waiting would help.
+    retried at once: nothing suggests waiting would help. Every attempt is appended to the
+    job's ``history`` (the last ``HISTORY_LIMIT``), so the DLQ shows why a job died.
     """
+    policy = backoff_base if isinstance(backoff_base, Backoff) else Backoff(float(backoff_base))
     attempts = job.attempts + 1
     stamp = format_time(now)
+    started = format_time(outcome.started_at) if outcome.started_at else job.started_at
+    finished = format_time(outcome.finished_at) if outcome.finished_at else stamp
     common = {
         "attempts": attempts,
         "rev": job.rev + 1,
         "updated_at": stamp,
         "last_exit_code": outcome.exit_code,
-        "started_at": format_time(outcome.started_at) if outcome.started_at else job.started_at,
-        "finished_at": format_time(outcome.finished_at) if outcome.finished_at else stamp,
+        "started_at": started,
+        "finished_at": finished,
         "worker": job.worker,
+        "history": [*job.history, _history_entry(job, outcome, attempts, started, finished)][
+            -HISTORY_LIMIT:
+        ],
     }
     if outcome.kind is OutcomeKind.SUCCEEDED:
         return _copy(job, state=JobState.COMPLETED, last_error=None, next_run_at=None, **common)
@@ -69,7 +116,7 @@ def after_attempt(job: Job, outcome: Outcome, *, backoff_base: float, now: datet
         return _copy(job, state=JobState.DEAD, last_error=error, next_run_at=None, **common)
     if outcome.kind is OutcomeKind.WORKER_LOST:
         return _copy(job, state=JobState.PENDING, last_error=error, next_run_at=None, **common)
-    delay = backoff_seconds(attempts, backoff_base)
+    delay = policy.seconds(attempts, rng)
     try:
         due = format_time(now + timedelta(seconds=delay))
     except OverflowError:
@@ -77,7 +124,24 @@ def after_attempt(job: Job, outcome: Outcome, *, backoff_base: float, now: datet
     return _copy(job, state=JobState.FAILED, last_error=error, next_run_at=due, **common)
 
 
-def _copy(job: Job, **fields: object) -> Job:
-    from dataclasses import replace
+def _history_entry(
+    job: Job, outcome: Outcome, attempt: int, started: str | None, finished: str
+) -> dict[str, object]:
+    duration = None
+    if outcome.started_at and outcome.finished_at:
+        duration = round((outcome.finished_at - outcome.started_at).total_seconds(), 3)
+    return {
+        "attempt": attempt,
+        "outcome": outcome.kind.value,
+        "exit_code": outcome.exit_code,
+        "started_at": started,
+        "finished_at": finished,
+        "duration": duration,
+        "worker": job.worker,
+        "error": outcome.error,
+        "stderr_tail": outcome.stderr_tail,
+    }
 
+
+def _copy(job: Job, **fields: object) -> Job:
     return replace(job, **fields)  # type: ignore[arg-type]

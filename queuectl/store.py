@@ -190,6 +190,7 @@ class Store:
             return None
         for state in (
             JobState.DEAD,
+            JobState.CANCELLED,
             JobState.PENDING,
             JobState.FAILED,
             JobState.PROCESSING,
@@ -219,6 +220,10 @@ class Store:
     def job_names(self, state: JobState) -> list[str]:
         """File names in a state folder, oldest first (by the time they entered it)."""
         return [name for _, name in self.job_entries(state)]
+
+    def job_names_as_ids(self, state: JobState) -> list[str]:
+        """Ids of the canonical job files in a folder, oldest first."""
+        return [n[:-5] for n in self.job_names(state) if n.endswith(".json")]
 
     def job_entries(self, state: JobState) -> list[tuple[int, str]]:
         """(mtime in ns, file name) for each job file in a folder, oldest first."""
@@ -396,6 +401,38 @@ class Store:
             os.close(opened.fd)
         return retried
 
+    def cancel_waiting(self, job_id: str, now: datetime) -> Job | None:
+        """Cancel a job that is not running (pending, failed, or orphaned in processing/).
+
+        Returns None when the job is running (its lock is held): the caller must then ask
+        its worker to stop it. Raises NotFound / QueueError when there is nothing to cancel.
+        """
+        found = self.locate(job_id)
+        if found is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        state, path = found
+        if state in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED):
+            raise QueueError(f"job {job_id!r} has already finished ({state.value})")
+        opened = self._open_locked(path)
+        if isinstance(opened, ClaimMiss):
+            if opened.reason == "busy":
+                return None  # running, or being claimed this instant
+            raise QueueError(f"job {job_id!r} moved while cancelling it; try again")
+        try:
+            job = Job.from_json(_read_all(opened.fd))
+            cancelled = with_state(
+                job,
+                JobState.CANCELLED,
+                now,
+                next_run_at=None,
+                last_error="cancelled",
+                finished_at=format_time(now),
+            )
+            self.commit([Change(cancelled, "cancelled", remove=opened.path)])
+        finally:
+            os.close(opened.fd)
+        return cancelled
+
     def set_config(self, key: str, value: object) -> None:
         """Persist one setting atomically; the lock serialises concurrent ``config set``."""
         from filelock import FileLock
@@ -432,8 +469,9 @@ class Store:
                     os.close(opened.fd)
                     opened.fd = -1
                 return job
-            if state is JobState.FAILED and job.next_run_at:
-                due = _timestamp(job.next_run_at)
+            wanted = job.next_run_at if state is JobState.FAILED else job.run_at
+            if wanted:
+                due = _timestamp(wanted)
                 if due > now.timestamp():
                     return self._miss_closing(opened, "not due", retry_at=due)
             dst = self.home.job_path(JobState.PROCESSING, job.id)

@@ -12,9 +12,11 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from types import FrameType
 from typing import Final
 
+from queuectl.config import backoff_policy
 from queuectl.dispatch import RECOVERY_INTERVAL_SECONDS, Dispatcher, RunnableIndex
 from queuectl.errors import QueueError
 from queuectl.job import Job, JobState, format_time, parse_time, utcnow
@@ -77,6 +79,7 @@ class WorkerPool:
             is_idle=self._is_idle,
             log=log,
             recovery_interval=recovery_interval,
+            on_cancel=self._cancel_requested,
         )
 
     # ---------------------------------------------------------------- life cycle
@@ -143,6 +146,13 @@ class WorkerPool:
             self.log(f"{name}: stopping now; running jobs go back to the queue")
             self.request_stop(now=True)
 
+    def _cancel_requested(self, job_id: str) -> None:
+        with self._guard:
+            execution = self._running.get(job_id)
+        if execution is not None and not execution.cancelled:
+            self.log(f"cancelling {job_id}: stopping its command")
+            execution.cancel()
+
     def _drained(self) -> None:
         self.log("burst: nothing pending, running or waiting for a retry")
         self.request_stop(now=False)
@@ -189,15 +199,21 @@ class WorkerPool:
         job = claim.job
         attempt = job.attempts + 1
         output = self.outputs.take()
-        env = dict(self._base_env, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(attempt))
+        env = {**self._base_env, **job.env}
+        env.update(QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(attempt))
+        command = job.command
+        if job.cwd:
+            env["QUEUECTL_CWD"] = job.cwd
+            command = f'cd -- "$QUEUECTL_CWD" || exit 127\n{command}'
+        timeout = job.timeout if job.timeout is not None else self.store.config.get("job-timeout")
         execution = Execution(
-            command=job.command,
+            command=command,
             env=env,
             lock_fd=claim.fd,
             stdout_fd=output.stdout_fd,
             stderr_fd=output.stderr_fd,
             stderr_path=output.stderr_path,
-            timeout=float(self.store.config.get("job-timeout")),
+            timeout=float(timeout),
         )
         with self._guard:
             self._running[job.id] = execution
@@ -219,13 +235,21 @@ class WorkerPool:
             self.store.put_back(claim, command_ran=True)
             self.log(f"put back {job.id}: stopped before it finished")
             return
-        backoff = self.store.config.get("backoff-base")
-        updated = after_attempt(job, outcome, backoff_base=backoff, now=utcnow())
+        policy = backoff_policy(self.store.config.values())
+        updated = after_attempt(job, outcome, backoff_base=policy, now=utcnow())
+        if execution.cancelled:
+            updated = replace(
+                updated,
+                state=JobState.CANCELLED,
+                next_run_at=None,
+                last_error="cancelled while running",
+            )
 
         def recorded() -> None:
             self.log(_describe(updated, outcome.error))
             if updated.state is JobState.FAILED:
-                self.index.add(JobState.FAILED, f"{job.id}.json", _due(updated.next_run_at))
+                due = _due(updated.next_run_at)
+                self.index.add(JobState.FAILED, f"{job.id}.json", due, updated.priority)
             elif self.burst and not len(self.index):
                 self.dispatcher.wake()  # the last outcome may have drained the home
 
@@ -250,4 +274,6 @@ def _describe(job: Job, error: str | None) -> str:
             f"failed {job.id} (attempt {job.attempts}/{job.max_retries + 1}): {error}; "
             f"retry at {job.next_run_at}"
         )
+    if job.state is JobState.CANCELLED:
+        return f"cancelled {job.id} while running (attempt {job.attempts})"
     return f"dead {job.id} after {job.attempts} attempt(s): {error}"

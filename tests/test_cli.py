@@ -379,14 +379,14 @@ def test_status_json_shape(populated: Path) -> None:
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert data["jobs"] == {"pending": 2, "processing": 0, "completed": 1, "failed": 1,
-                            "dead": 1}
+                            "dead": 1, "cancelled": 0}
     assert data["workers"] == []
     assert result.stdout == json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 def test_status_json_of_an_empty_home(cli_home: Path) -> None:
     data = json.loads(invoke(cli_home, "status", "--json").stdout)
-    assert data["jobs"] == dict.fromkeys(STATES, 0)
+    assert data["jobs"] == dict.fromkeys([*STATES, "cancelled"], 0)
     assert data["workers"] == []
 
 

@@ -293,6 +293,12 @@ def stored_job(**overrides: Any) -> dict[str, Any]:
         "worker": "host:1:1",
         "source": "cli",
         "rev": 4,
+        "priority": 0,
+        "run_at": None,
+        "timeout": None,
+        "cwd": None,
+        "env": {},
+        "history": [],
     }
     data.update(overrides)
     return data
@@ -308,9 +314,9 @@ def test_round_trip_keeps_every_field() -> None:
 
 
 def test_round_trip_keeps_unknown_keys() -> None:
-    data = stored_job(priority=7, labels={"team": "a"}, extra=[1, 2])
+    data = stored_job(owner=7, labels={"team": "a"}, extra=[1, 2])
     job = Job.from_dict(data)
-    assert job.extra == {"priority": 7, "labels": {"team": "a"}, "extra": [1, 2]}
+    assert job.extra == {"owner": 7, "labels": {"team": "a"}, "extra": [1, 2]}
     again = job.to_dict()
     assert again == data
     reread = Job.from_json(job.to_json())
