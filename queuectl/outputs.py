@@ -25,6 +25,10 @@ __all__ = ["OutputFiles", "OutputPool"]
 
 _FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
+LOG_CAP_BYTES: Final = 10 << 20
+"""Each stored stream keeps at most its last 10 MiB (the end is where errors are), with a
+first line saying how much was dropped. Applied when the attempt is recorded."""
+
 
 @dataclass
 class OutputFiles:
@@ -93,8 +97,9 @@ class OutputPool:
             os.mkdir(folder, 0o700)
         except FileExistsError:
             pass
-        os.replace(files.stdout_path, folder / f"{attempt}.out")
-        os.replace(files.stderr_path, folder / f"{attempt}.err")
+        for source, suffix in ((files.stdout_path, "out"), (files.stderr_path, "err")):
+            _cap(source)
+            os.replace(source, folder / f"{attempt}.{suffix}")
         return folder
 
     def discard(self) -> None:
@@ -120,3 +125,17 @@ class OutputPool:
             os.unlink(out_path)
             raise
         return OutputFiles(out_path, err_path, out, err)
+
+
+def _cap(path: Path, limit: int = LOG_CAP_BYTES) -> None:
+    """Keep only the last ``limit`` bytes of an over-long output file."""
+    size = os.stat(path).st_size
+    if size <= limit:
+        return
+    with open(path, "rb") as handle:
+        handle.seek(size - limit)
+        tail = handle.read(limit)
+    note = f"[queuectl: {size - limit} earlier bytes dropped; the last {limit} are kept]\n"
+    with open(path, "wb") as handle:
+        handle.write(note.encode())
+        handle.write(tail)

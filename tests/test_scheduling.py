@@ -321,3 +321,14 @@ def test_dlq_retry_all_and_purge(tmp_path: Path) -> None:
     assert invoke(home, "dlq", "purge", "--all", "--yes").exit_code == 0
     assert list((home / "dead").glob("*.json")) == []
     assert invoke(home, "dlq", "purge", "--yes").exit_code == 2  # neither ids nor --all
+
+
+def test_output_is_capped_to_its_tail_when_recorded(tmp_path: Path) -> None:
+    from queuectl.outputs import _cap
+
+    path = tmp_path / "big.out"
+    path.write_bytes(b"a" * 1000 + b"THE END\n")
+    _cap(path, limit=100)
+    text = path.read_bytes()
+    assert text.startswith(b"[queuectl: 908 earlier bytes dropped")
+    assert text.endswith(b"a" * 92 + b"THE END\n")
