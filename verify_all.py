@@ -1,0 +1,596 @@
+#!/usr/bin/env python3
+"""End-to-end verification of the installed ``queuectl`` CLI.
+
+Every scenario runs the real command (``queuectl`` from PATH, else ``python -m queuectl``)
+against a fresh temporary home, checks the on-disk layout (``<home>/<state>/<id>.json``,
+``journal/``, ``logs/``, ``workers/``, ``rejected/``) and prints one line::
+
+    PASS <name>
+    FAIL <name>: <reason>
+
+followed by ``N passed, N failed``. The exit status is 1 if any scenario failed.
+
+Synchronisation is by polling a condition every few tens of milliseconds up to a deadline,
+never by sleeping for a guessed time; every subprocess wait has a timeout, and background
+workers are killed (by process group) when a scenario ends, whatever happened.
+Set ``VERIFY_KEEP=1`` to keep the temporary folders for inspection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+POLL_SECONDS = 0.025
+CLI_TIMEOUT = 30.0
+"""Ceiling for one short CLI call (enqueue, status, config, ...)."""
+WORKER_TIMEOUT = 60.0
+"""Ceiling for a worker run or a background worker to exit."""
+STATES = ("pending", "processing", "completed", "failed", "dead", "cancelled")
+ROOT = Path(__file__).resolve().parent
+
+
+def cli_command() -> list[str]:
+    """The installed CLI: ``queuectl`` on PATH, or the module run by this interpreter."""
+    found = shutil.which("queuectl")
+    return [found] if found else [sys.executable, "-m", "queuectl"]
+
+
+CLI = cli_command()
+
+
+class Failure(Exception):
+    """A scenario check did not hold; the message is the reason printed after FAIL."""
+
+
+def check(condition: object, reason: str) -> None:
+    """Fail the current scenario with ``reason`` unless ``condition`` is truthy."""
+    if not condition:
+        raise Failure(reason)
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    """Poll ``condition`` every POLL_SECONDS until it is truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise Failure(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(POLL_SECONDS)
+
+
+# ------------------------------------------------------------------ environment
+
+
+@dataclass
+class Env:
+    """One scenario's world: a fresh queue home, a scratch folder and its background workers."""
+
+    home: Path
+    scratch: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: dict[int, Path] = field(default_factory=dict)
+
+    # ---- running the CLI
+
+    def run(
+        self, *args: str, stdin: str | None = None, timeout: float = CLI_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``queuectl --home HOME ARGS`` to completion and capture its output."""
+        try:
+            return subprocess.run(
+                [*CLI, "--home", str(self.home), *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise Failure(f"'queuectl {' '.join(args)}' did not finish in {timeout:g}s") from None
+
+    def ok(self, *args: str, stdin: str | None = None, timeout: float = CLI_TIMEOUT) -> str:
+        """Run the CLI, require exit 0 and return its stdout."""
+        result = self.run(*args, stdin=stdin, timeout=timeout)
+        check(
+            result.returncode == 0,
+            f"'queuectl {' '.join(args)}' exited {result.returncode}: {last_line(result.stderr)}",
+        )
+        return result.stdout
+
+    def enqueue(self, job: dict[str, Any]) -> str:
+        """Enqueue one job and return the id the CLI printed."""
+        return self.ok("enqueue", json.dumps(job)).strip()
+
+    def start_worker(self, *args: str, log_name: str = "worker") -> subprocess.Popen[bytes]:
+        """Start ``worker start ARGS`` in the background, in a session of its own, with its
+        stderr (the worker's log) in the scratch folder."""
+        log_path = self.scratch / f"{log_name}-{len(self.procs)}.log"
+        log = log_path.open("wb")
+        try:
+            proc = subprocess.Popen(
+                [*CLI, "--home", str(self.home), "worker", "start", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self.procs.append(proc)
+        self.logs[proc.pid] = log_path
+        return proc
+
+    def kill_all(self) -> None:
+        """Kill every background worker's process group and reap it."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    # ---- looking at the home
+
+    def ids(self, state: str) -> set[str]:
+        """Ids of the job files in one state folder."""
+        return {p.stem for p in (self.home / state).glob("*.json") if not p.name.startswith(".")}
+
+    def job(self, state: str, job_id: str) -> dict[str, Any]:
+        """The stored JSON of one job file."""
+        return json.loads((self.home / state / f"{job_id}.json").read_text())
+
+    def journal(self) -> list[dict[str, Any]]:
+        """Every journal record (lines of ``<crc32> <json>``), in file order."""
+        records = []
+        for segment in sorted((self.home / "journal").glob("*.log")):
+            for line in segment.read_text().splitlines():
+                _, _, payload = line.partition(" ")
+                records.append(json.loads(payload))
+        return records
+
+    def listing(self) -> dict[str, tuple[int, int] | None]:
+        """Every path under the home with (size, mtime_ns) for files: a change detector."""
+        found: dict[str, tuple[int, int] | None] = {}
+        for path in sorted(self.home.rglob("*")):
+            st = path.lstat()
+            is_file = path.is_file() and not path.is_symlink()
+            found[str(path.relative_to(self.home))] = (
+                (st.st_size, st.st_mtime_ns) if is_file else None
+            )
+        return found
+
+    def worker_log(self, proc: subprocess.Popen[bytes]) -> str:
+        """The stderr log of a background worker (for failure messages)."""
+        path = self.logs.get(proc.pid)
+        return path.read_text(errors="replace") if path else ""
+
+
+@contextmanager
+def fresh_env() -> Iterator[Env]:
+    """A new empty home and scratch folder; workers are killed and folders removed after."""
+    home = Path(tempfile.mkdtemp(prefix="queuectl-home-"))
+    scratch = Path(tempfile.mkdtemp(prefix="queuectl-scratch-"))
+    env = Env(home=home, scratch=scratch)
+    try:
+        yield env
+    finally:
+        env.kill_all()
+        if not os.environ.get("VERIFY_KEEP"):
+            shutil.rmtree(home, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def wait_exit(proc: subprocess.Popen[bytes], what: str, timeout: float = WORKER_TIMEOUT) -> int:
+    """Wait for a background process to exit and return its exit code."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Failure(f"{what} (pid {proc.pid}) still running after {timeout:g}s") from None
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of some output, for short failure messages."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(no output)"
+
+
+def parse_time(text: str) -> datetime:
+    """queuectl timestamps: ISO 8601 UTC with a trailing Z."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def wait_processing(env: Env, proc: subprocess.Popen[bytes], job_id: str | None = None) -> None:
+    """Wait until a job (``job_id``, or any) sits in processing/, failing early if the worker
+    died instead."""
+
+    def running() -> bool:
+        if proc.poll() is not None:
+            raise Failure(f"worker exited {proc.returncode}: {last_line(env.worker_log(proc))}")
+        busy = env.ids("processing")
+        return job_id in busy if job_id else bool(busy)
+
+    wait_until(running, f"{job_id or 'a job'} in processing/")
+
+
+def run_burst(env: Env, *args: str) -> None:
+    """Run ``worker start --burst ARGS`` in the foreground; require exit 0."""
+    env.ok("worker", "start", "--burst", *args, timeout=WORKER_TIMEOUT)
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+def scenario_job_completes(env: Env) -> None:
+    """A simple job runs once, ends in completed/ with exit code 0 and captured stdout."""
+    job_id = env.enqueue({"command": "echo hello"})
+    check(job_id in env.ids("pending"), f"{job_id} not in pending/ after enqueue")
+    run_burst(env)
+    check(env.ids("completed") == {job_id}, f"completed/ holds {sorted(env.ids('completed'))}")
+    job = env.job("completed", job_id)
+    check(job["last_exit_code"] == 0, f"last_exit_code is {job['last_exit_code']!r}")
+    check(job["attempts"] == 1, f"attempts is {job['attempts']!r}")
+    out = env.home / "logs" / job_id / "1.out"
+    check(out.exists(), f"{out} missing")
+    check(out.read_text() == "hello\n", f"stdout captured as {out.read_text()!r}")
+
+
+def scenario_retry_backoff_dlq(env: Env) -> None:
+    """A failing job is retried after base**1 seconds, then lands in the DLQ."""
+    base, max_retries = 2, 1
+    env.ok("config", "set", "backoff-base", str(base))
+    job_id = env.enqueue({"command": "echo boom >&2; exit 3", "max_retries": max_retries})
+    run_burst(env)
+    check(env.ids("dead") == {job_id}, f"dead/ holds {sorted(env.ids('dead'))}")
+    job = env.job("dead", job_id)
+    check(
+        job["attempts"] == max_retries + 1,
+        f"attempts is {job['attempts']}, expected {max_retries + 1}",
+    )
+    check(job["last_exit_code"] == 3, f"last_exit_code is {job['last_exit_code']!r}")
+    check("boom" in (job["last_error"] or ""), f"last_error is {job['last_error']!r}")
+    dlq = json.loads(env.ok("dlq", "list", "--json"))
+    check([j["id"] for j in dlq] == [job_id], f"dlq list --json shows {dlq!r}")
+
+    events = [r for r in env.journal() if r.get("job", {}).get("id") == job_id]
+    names = [r["event"] for r in events]
+    check(names == ["enqueued", "failed", "dead"], f"journal events are {names}")
+    first_end = parse_time(events[1]["job"]["finished_at"])
+    second_start = parse_time(events[2]["job"]["started_at"])
+    gap = (second_start - first_end).total_seconds()
+    check(gap >= base**1 - 0.01, f"retry started {gap:.3f}s after the failure (< {base}s)")
+    check(gap < base**1 + 5, f"retry started {gap:.3f}s after the failure (far too late)")
+
+
+def scenario_many_jobs_exactly_once(env: Env) -> None:
+    """200 jobs over 3 processes x 4 threads: every job runs exactly once."""
+    total = 200
+    shared = env.scratch / "ran.txt"
+    ids = [f"job{n:03d}" for n in range(total)]
+    lines = [json.dumps({"id": i, "command": f"echo {i} >> {shared}"}) for i in ids]
+    printed = env.ok("enqueue", "-", stdin="\n".join(lines) + "\n").split()
+    check(printed == ids, f"enqueue printed {len(printed)} ids, expected {total}")
+    workers = [env.start_worker("--burst", "--count", "4") for _ in range(3)]
+    codes = [wait_exit(w, "burst worker") for w in workers]
+    check(codes == [0, 0, 0], f"worker exit codes {codes}")
+    ran = shared.read_text().split() if shared.exists() else []
+    twice = sorted({i for i in ran if ran.count(i) > 1})
+    missing = sorted(set(ids) - set(ran))
+    check(not twice, f"{len(twice)} job(s) ran more than once, e.g. {twice[:3]}")
+    check(not missing, f"{len(missing)} job(s) never ran, e.g. {missing[:3]}")
+    check(len(ran) == total, f"{len(ran)} lines in the shared file, expected {total}")
+    completed = env.ids("completed")
+    check(completed == set(ids), f"{len(completed)} of {total} jobs in completed/")
+
+
+def scenario_sigkill_recovery(env: Env) -> None:
+    """A worker SIGKILLed mid-job: a new worker recovers and completes everything."""
+    out = env.scratch / "f"
+    ids = [f"k{n}" for n in range(6)]
+    for job_id in ids:
+        env.enqueue({"id": job_id, "command": f'sleep 0.3; echo "$QUEUECTL_JOB_ID" >> {out}'})
+    victim = env.start_worker("--count", "2")
+    wait_processing(env, victim)
+    os.killpg(victim.pid, signal.SIGKILL)
+    code = wait_exit(victim, "SIGKILLed worker", timeout=10)
+    check(code == -signal.SIGKILL, f"killed worker exit status {code}")
+    orphaned = env.ids("processing")
+    check(orphaned, "processing/ empty right after the SIGKILL (nothing to recover)")
+    run_burst(env)
+    check(not env.ids("processing"), f"still in processing/: {sorted(env.ids('processing'))}")
+    check(env.ids("completed") == set(ids), f"completed/ holds {sorted(env.ids('completed'))}")
+    ran = set(out.read_text().split())
+    check(ran == set(ids), f"jobs that wrote output: {sorted(ran)}")
+
+
+def scenario_restart_keeps_jobs(env: Env) -> None:
+    """Pending jobs survive a SIGTERMed worker on disk and complete after a restart."""
+    out = env.scratch / "f"
+    long_id = env.enqueue({"id": "long", "command": f"sleep 1; echo long >> {out}"})
+    rest = [env.enqueue({"id": f"r{n}", "command": f"echo r{n} >> {out}"}) for n in range(3)]
+    worker = env.start_worker("--count", "1")
+    wait_processing(env, worker, long_id)
+    worker.send_signal(signal.SIGTERM)
+    code = wait_exit(worker, "SIGTERMed worker")
+    check(code == 0, f"worker exited {code} after SIGTERM")
+    check(env.ids("completed") == {long_id}, f"completed/ holds {sorted(env.ids('completed'))}")
+    check(env.ids("pending") == set(rest), f"pending/ holds {sorted(env.ids('pending'))}")
+    for job_id in rest:
+        job = env.job("pending", job_id)
+        check(job["state"] == "pending", f"{job_id} file says state {job['state']!r}")
+        check(job["attempts"] == 0, f"{job_id} has attempts {job['attempts']}")
+    run_burst(env)
+    check(
+        env.ids("completed") == {long_id, *rest},
+        f"completed/ holds {sorted(env.ids('completed'))}",
+    )
+    check(sorted(out.read_text().split()) == sorted(["long", *rest]), "unexpected job output")
+
+
+def scenario_invalid_command(env: Env) -> None:
+    """An unknown command exits 127, goes to the DLQ, and other jobs still run."""
+    bad = env.enqueue({"command": "nonexistent_command_xyz", "max_retries": 0})
+    good = env.enqueue({"command": f"touch {env.scratch / 'good'}"})
+    run_burst(env, "--count", "1")
+    check(env.ids("dead") == {bad}, f"dead/ holds {sorted(env.ids('dead'))}")
+    job = env.job("dead", bad)
+    check(job["last_exit_code"] == 127, f"last_exit_code is {job['last_exit_code']!r}")
+    error = job["last_error"] or ""
+    check("not found" in error.lower(), f"last_error does not say 'not found': {error!r}")
+    check(env.ids("completed") == {good}, f"completed/ holds {sorted(env.ids('completed'))}")
+    check((env.scratch / "good").exists(), "the good job's command did not run")
+
+
+def scenario_sigterm_finishes_running(env: Env) -> None:
+    """SIGTERM lets the running job finish and leaves the next one pending."""
+    done_a, done_b = env.scratch / "doneA", env.scratch / "doneB"
+    a = env.enqueue({"id": "A", "command": f"sleep 1; touch {done_a}"})
+    b = env.enqueue({"id": "B", "command": f"touch {done_b}"})
+    worker = env.start_worker("--count", "1")
+    wait_processing(env, worker, a)
+    worker.send_signal(signal.SIGTERM)
+    code = wait_exit(worker, "SIGTERMed worker")
+    check(code == 0, f"worker exited {code}: {last_line(env.worker_log(worker))}")
+    check(env.ids("completed") == {a}, f"completed/ holds {sorted(env.ids('completed'))}")
+    check(done_a.exists(), "job A's command did not finish")
+    check(env.ids("pending") == {b}, f"pending/ holds {sorted(env.ids('pending'))}")
+    check(not done_b.exists(), "job B ran although the worker was stopping")
+    check(not env.ids("processing"), f"processing/ holds {sorted(env.ids('processing'))}")
+
+
+def scenario_worker_stop(env: Env) -> None:
+    """``worker stop`` stops every worker process of the home; a second call exits 1."""
+    workers = [env.start_worker("--count", "2") for _ in range(2)]
+    expected = {w.pid for w in workers}
+
+    def listed() -> bool:
+        for w in workers:
+            if w.poll() is not None:
+                raise Failure(f"worker exited {w.returncode}: {last_line(env.worker_log(w))}")
+        status = json.loads(env.ok("status", "--json"))
+        return {w.get("pid") for w in status["workers"]} == expected
+
+    wait_until(listed, "both workers in status --json")
+    result = env.run("worker", "stop", "--timeout", "30", timeout=45)
+    check(result.returncode == 0, f"worker stop exited {result.returncode}: {result.stderr!r}")
+    codes = [wait_exit(w, "worker after 'worker stop'", timeout=5) for w in workers]
+    check(codes == [0, 0], f"worker exit codes {codes}")
+    again = env.run("worker", "stop")
+    check(again.returncode == 1, f"second worker stop exited {again.returncode}")
+    check(again.stderr.strip(), "second worker stop printed no message on stderr")
+    check("Traceback" not in again.stderr, "second worker stop printed a traceback")
+
+
+def scenario_dropped_files(env: Env) -> None:
+    """Files written into pending/ by other tools run; an invalid one is rejected."""
+    worker = env.start_worker("--count", "2")
+    wait_until(lambda: any((env.home / "workers").glob("*.json")), "the worker to register")
+    pending = env.home / "pending"
+    tmp = pending / "drop1.json.tmp"
+    tmp.write_text(json.dumps({"command": "echo dropped"}))
+    tmp.rename(pending / "drop1.json")
+    (pending / "drop2.json").write_text(json.dumps({"id": "custom2", "command": "echo direct"}))
+    (pending / "bad.json").write_text("not json")
+
+    def settled() -> bool:
+        if worker.poll() is not None:
+            raise Failure(f"worker exited {worker.returncode}")
+        return (
+            env.ids("completed") >= {"drop1", "custom2"}
+            and (env.home / "rejected" / "bad.json.reason").exists()
+        )
+
+    wait_until(settled, "dropped jobs to complete and bad.json to be rejected")
+    check(
+        env.ids("completed") == {"drop1", "custom2"},
+        f"completed/ holds {sorted(env.ids('completed'))}",
+    )
+    for job_id, text in (("drop1", "dropped\n"), ("custom2", "direct\n")):
+        out = env.home / "logs" / job_id / "1.out"
+        check(out.exists() and out.read_text() == text, f"{out} does not hold {text!r}")
+    check(not (pending / "bad.json").exists(), "bad.json is still in pending/")
+    check((env.home / "rejected" / "bad.json").exists(), "rejected/bad.json missing")
+    reason = (env.home / "rejected" / "bad.json.reason").read_text()
+    check("json" in reason.lower(), f"reason does not explain the problem: {reason!r}")
+    status = env.ok("status")
+    check("rejected" in status and "bad.json" in status, "status does not mention bad.json")
+    rejected = json.loads(env.ok("status", "--json"))["rejected"]
+    check([r["file"] for r in rejected] == ["bad.json"], f"status --json rejected: {rejected}")
+    worker.send_signal(signal.SIGTERM)
+    check(wait_exit(worker, "worker") == 0, "worker did not exit 0 after SIGTERM")
+
+
+def scenario_bad_input(env: Env) -> None:
+    """Bad input: exit 2 (1 for a duplicate), one clear stderr line, no change on disk."""
+    env.enqueue({"id": "dup", "command": "true"})
+    cases: list[tuple[str, list[str], int, str]] = [
+        ("invalid JSON", ["enqueue", "{not json"], 2, "json"),
+        ("missing command", ["enqueue", '{"id": "x1"}'], 2, "command"),
+        ("unsafe id", ["enqueue", '{"id": "../x", "command": "true"}'], 2, "id"),
+        ("duplicate id", ["enqueue", '{"id": "dup", "command": "true"}'], 1, "exists"),
+        ("bad config value", ["config", "set", "max-retries", "-1"], 2, "max-retries"),
+        ("out-of-range config value", ["config", "set", "max-retries", "1001"], 2, "max-retries"),
+        ("unknown config key", ["config", "set", "no-such-key", "1"], 2, "unknown"),
+    ]
+    problems = []
+    for label, args, code, word in cases:
+        before = env.listing()
+        result = env.run(*args)
+        after = env.listing()
+        lines = result.stderr.splitlines()
+        if result.returncode != code:
+            problems.append(f"{label}: exit {result.returncode}, expected {code}")
+        if "Traceback" in result.stderr:
+            problems.append(f"{label}: traceback on stderr")
+        elif len(lines) != 1:
+            problems.append(f"{label}: {len(lines)} stderr lines, expected 1: {lines}")
+        elif word not in lines[0].lower():
+            problems.append(f"{label}: message {lines[0]!r} does not mention {word!r}")
+        if before != after:
+            changed = sorted(set(before.items()) ^ set(after.items()))
+            problems.append(f"{label}: home changed on disk: {changed[:3]}")
+    check(not problems, "; ".join(problems))
+
+
+# ------------------------------------------------------------------ reliability (issue 3)
+
+
+def tree(env: Env) -> dict[str, bytes]:
+    """Every job file's bytes, by <state>/<file>."""
+    return {
+        f"{state}/{p.name}": p.read_bytes()
+        for state in STATES
+        for p in sorted((env.home / state).glob("*.json"))
+    }
+
+
+def scenario_journal_rebuild(env: Env) -> None:
+    """Delete every state folder; `journal rebuild` recreates the same tree from the journal."""
+    env.ok("config", "set", "backoff-base", "1")
+    env.enqueue({"id": "ok", "command": "true"})
+    env.enqueue({"id": "bad", "command": "exit 2", "max_retries": 0})
+    env.enqueue({"id": "waiting", "command": "true", "run_at": "2030-01-01T00:00:00Z"})
+    env.ok("cancel", "waiting")
+    run_burst(env)
+    env.enqueue({"id": "queued", "command": "true"})
+    before = tree(env)
+    for state in STATES:
+        shutil.rmtree(env.home / state)
+    out = env.ok("journal", "rebuild")
+    check("4 written" in out or "5 written" in out, f"rebuild said {out.strip()!r}")
+    check(tree(env) == before, "the rebuilt tree differs from the original")
+
+
+def scenario_fsck_repair(env: Env) -> None:
+    """fsck finds a torn journal tail, a job in two folders and a stale tmp file; --repair
+    fixes them and a second fsck is clean."""
+    env.enqueue({"id": "a", "command": "true"})
+    run_burst(env)
+    check(env.run("fsck").returncode == 0, "fsck of a fresh home is not clean")
+    shutil.copy(env.home / "completed" / "a.json", env.home / "pending" / "a.json")
+    (env.home / "tmp" / "x.999999.dead.tmp").write_text("{}")
+    segment = sorted((env.home / "journal").glob("*.log"))[-1]
+    with segment.open("ab") as handle:
+        handle.write(b'deadbeef {"torn')
+    found = env.run("fsck")
+    check(found.returncode == 1, f"fsck exited {found.returncode} on a damaged home")
+    for kind in ("journal-torn-tail", "duplicate", "stale-tmp"):
+        check(f"{kind}:" in found.stdout, f"fsck did not report {kind}: {found.stdout!r}")
+    env.run("fsck", "--repair")
+    again = env.run("fsck")
+    check(again.returncode == 0, f"fsck after --repair: {again.stdout.strip()!r}")
+    check(env.ids("completed") == {"a"} and not env.ids("pending"), "the duplicate remained")
+
+
+def scenario_kill_loop(env: Env) -> None:
+    """200 jobs, 2 worker processes x 4 threads, 20 SIGKILLs: nothing lost, duplicates only
+    near kills, and a byte-exact rebuild (tools/kill_loop.py)."""
+    tool = ROOT / "tools" / "kill_loop.py"
+    check(tool.exists(), f"{tool} missing")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(tool),
+            "--jobs",
+            "200",
+            "--kills",
+            "20",
+            "--seed",
+            "3",
+            "--home",
+            str(env.scratch),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    check(proc.stdout.strip(), f"kill loop printed nothing: {last_line(proc.stderr)}")
+    result = json.loads(proc.stdout)
+    check(not result["problems"], "; ".join(result["problems"]))
+    check(result["kills"] == 20, f"only {result['kills']} kills")
+
+
+SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
+    ("job-completes", scenario_job_completes),
+    ("retry-backoff-dlq", scenario_retry_backoff_dlq),
+    ("200-jobs-3-processes-exactly-once", scenario_many_jobs_exactly_once),
+    ("sigkill-recovery", scenario_sigkill_recovery),
+    ("restart-keeps-pending-jobs", scenario_restart_keeps_jobs),
+    ("invalid-command", scenario_invalid_command),
+    ("sigterm-finishes-running-job", scenario_sigterm_finishes_running),
+    ("worker-stop", scenario_worker_stop),
+    ("dropped-files", scenario_dropped_files),
+    ("bad-input", scenario_bad_input),
+    ("journal-rebuild", scenario_journal_rebuild),
+    ("fsck-repair", scenario_fsck_repair),
+    ("kill-loop", scenario_kill_loop),
+]
+
+
+def run_scenario(name: str, scenario: Callable[[Env], None]) -> bool:
+    """Run one scenario in a fresh environment and print its PASS/FAIL line."""
+    try:
+        with fresh_env() as env:
+            scenario(env)
+    except Failure as exc:
+        print(f"FAIL {name}: {exc}", flush=True)
+        return False
+    except Exception as exc:  # a bug in a check, or an unexpected on-disk state
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        print(
+            f"FAIL {name}: unexpected {type(exc).__name__}: {exc} (line {where.lineno})",
+            flush=True,
+        )
+        return False
+    print(f"PASS {name}", flush=True)
+    return True
+
+
+def main() -> int:
+    """Run every scenario, print the summary line, return the exit status."""
+    results = [run_scenario(name, scenario) for name, scenario in SCENARIOS]
+    passed = sum(results)
+    print(f"{passed} passed, {len(results) - passed} failed")
+    return 0 if passed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
