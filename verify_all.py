@@ -18,6 +18,7 @@ Set ``VERIFY_KEEP=1`` to keep the temporary folders for inspection.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -548,6 +549,118 @@ def scenario_kill_loop(env: Env) -> None:
     check(result["kills"] == 20, f"only {result['kills']} kills")
 
 
+# ------------------------------------------------------------------ scheduling (issue 5)
+
+
+def scenario_priority(env: Env) -> None:
+    """Higher priority first, FIFO within one priority (one worker thread)."""
+    out = env.scratch / "order"
+    for job_id, priority in (("low-a", 0), ("high", 50), ("low-b", 0), ("mid", 10)):
+        env.enqueue({"id": job_id, "priority": priority, "command": f"echo {job_id} >> {out}"})
+    run_burst(env, "--count", "1")
+    order = out.read_text().split()
+    check(order == ["high", "mid", "low-a", "low-b"], f"ran in order {order}")
+
+
+def scenario_delayed(env: Env) -> None:
+    """A job with --delay never starts before its run_at, and starts soon after it."""
+    job_id = env.ok("enqueue", "--delay", "2s", json.dumps({"command": "true"})).strip()
+    run_at = parse_time(env.job("pending", job_id)["run_at"])
+    run_burst(env)
+    started = parse_time(env.job("completed", job_id)["started_at"])
+    check(started >= run_at, f"started at {started} before its run_at {run_at}")
+    check((started - run_at).total_seconds() < 1.5, f"started {started - run_at} late")
+
+
+def scenario_timeout(env: Env) -> None:
+    """A per-job timeout kills the command's process group; the attempt fails as 'timeout'."""
+    pid_file = env.scratch / "child"
+    job_id = env.enqueue(
+        {"command": f"sleep 300 & echo $! > {pid_file}; wait", "timeout": 1, "max_retries": 0}
+    )
+    run_burst(env)
+    job = env.job("dead", job_id)
+    check(job["last_error"].startswith("timeout"), f"last_error {job['last_error']!r}")
+    child = int(pid_file.read_text())
+    check(
+        not Path(f"/proc/{child}").exists()
+        or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2],
+        f"the job's child {child} survived the timeout",
+    )
+
+
+def scenario_backoff_controls(env: Env) -> None:
+    """backoff-max caps the delay: with base 10 the second retry would wait 100 s, capped to 1."""
+    env.ok("config", "set", "backoff-base", "10")
+    env.ok("config", "set", "backoff-max", "1")
+    env.ok("config", "set", "backoff-jitter", "0.5")
+    job_id = env.enqueue({"command": "exit 1", "max_retries": 2})
+    run_burst(env)
+    history = env.job("dead", job_id)["history"]
+    check(len(history) == 3, f"{len(history)} attempts, expected 3")
+    for before, after in itertools.pairwise(history):
+        gap = (parse_time(after["started_at"]) - parse_time(before["finished_at"])).total_seconds()
+        check(gap <= 1.5, f"waited {gap:.2f}s between attempts despite backoff-max 1")
+
+
+def scenario_env_and_cwd(env: Env) -> None:
+    """cwd and env reach the command, with QUEUECTL_JOB_ID and QUEUECTL_ATTEMPT."""
+    work = env.scratch / "work"
+    work.mkdir()
+    job_id = env.enqueue(
+        {
+            "cwd": str(work),
+            "env": {"WHO": "verify"},
+            "command": 'echo "$WHO $QUEUECTL_JOB_ID $QUEUECTL_ATTEMPT" > out',
+        }
+    )
+    run_burst(env)
+    text = (work / "out").read_text().strip()
+    check(text == f"verify {job_id} 1", f"the command wrote {text!r}")
+
+
+def scenario_cancel(env: Env) -> None:
+    """cancel: a pending job never runs; a running job is stopped; both end in cancelled/."""
+    marker = env.scratch / "ran"
+    env.enqueue({"id": "later", "command": f"touch {marker}", "run_at": "2030-01-01T00:00:00Z"})
+    env.ok("cancel", "later")
+    env.enqueue({"id": "busy", "command": "sleep 300"})
+    worker = env.start_worker()
+    wait_processing(env, worker, "busy")
+    out = env.ok("cancel", "busy")
+    check("it was running" in out, f"cancel said {out.strip()!r}")
+    check(env.ids("cancelled") == {"later", "busy"}, f"cancelled/ holds {env.ids('cancelled')}")
+    check(not marker.exists(), "the cancelled pending job ran")
+    worker.send_signal(signal.SIGTERM)
+    check(wait_exit(worker, "worker") == 0, "worker did not exit 0")
+
+
+def scenario_dlq_bulk(env: Env) -> None:
+    """dlq retry --all and dlq purge --all --yes; purge without --yes and no terminal refuses."""
+    for i in range(3):
+        env.enqueue({"id": f"d{i}", "command": "exit 1", "max_retries": 0})
+    run_burst(env)
+    check(len(env.ids("dead")) == 3, f"dead/ holds {env.ids('dead')}")
+    env.ok("dlq", "retry", "--all")
+    check(len(env.ids("pending")) == 3, "dlq retry --all did not move every job")
+    run_burst(env)
+    refused = env.run("dlq", "purge", "--all", stdin="")
+    check(refused.returncode == 1 and len(env.ids("dead")) == 3, "purge went ahead unconfirmed")
+    env.ok("dlq", "purge", "--all", "--yes")
+    check(not env.ids("dead"), "dlq purge --all --yes left jobs")
+
+
+def scenario_history_in_dlq(env: Env) -> None:
+    """A dead job keeps each attempt's exit code, duration and stderr tail in its file."""
+    env.ok("config", "set", "backoff-base", "1")
+    job_id = env.enqueue({"command": "echo why-$QUEUECTL_ATTEMPT >&2; exit 5", "max_retries": 1})
+    run_burst(env)
+    history = env.job("dead", job_id)["history"]
+    check([h["exit_code"] for h in history] == [5, 5], f"history {history}")
+    check(history[-1]["stderr_tail"] == "why-2", f"stderr tail {history[-1]['stderr_tail']!r}")
+    check(all(h["duration"] is not None for h in history), "a duration is missing")
+
+
 SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("job-completes", scenario_job_completes),
     ("retry-backoff-dlq", scenario_retry_backoff_dlq),
@@ -562,6 +675,14 @@ SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("journal-rebuild", scenario_journal_rebuild),
     ("fsck-repair", scenario_fsck_repair),
     ("kill-loop", scenario_kill_loop),
+    ("priority", scenario_priority),
+    ("delayed-job", scenario_delayed),
+    ("per-job-timeout", scenario_timeout),
+    ("backoff-max-and-jitter", scenario_backoff_controls),
+    ("env-and-cwd", scenario_env_and_cwd),
+    ("cancel", scenario_cancel),
+    ("dlq-retry-all-and-purge", scenario_dlq_bulk),
+    ("attempt-history-in-dlq", scenario_history_in_dlq),
 ]
 
 
