@@ -328,8 +328,26 @@ def show(ctx: Context, job_id: str, as_json: bool) -> None:
         return
     from tabulate import tabulate
 
-    rows = [[key, "" if value is None else value] for key, value in job.to_dict().items()]
+    fields = {k: v for k, v in job.to_dict().items() if k != "history"}
+    fields["env"] = " ".join(f"{k}={v}" for k, v in job.env.items())
+    rows = [[key, "" if value is None else value] for key, value in fields.items()]
     click.echo(tabulate(rows, tablefmt="plain"))
+    if job.history:
+        click.echo()
+        attempts = [
+            [
+                h.get("attempt"),
+                h.get("outcome"),
+                h.get("exit_code"),
+                h.get("started_at"),
+                h.get("duration"),
+                h.get("worker"),
+                _clip(h.get("error") or "", 50),
+            ]
+            for h in job.history
+        ]
+        headers = ["attempt", "outcome", "exit", "started", "seconds", "worker", "error"]
+        click.echo(tabulate(attempts, headers=headers))
 
 
 # -------------------------------------------------------------------- dlq
