@@ -321,7 +321,7 @@ def _print_jobs(jobs: list[Job], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @pass_context
 def show(ctx: Context, job_id: str, as_json: bool) -> None:
-    """Show one job, whatever its state."""
+    """Show one job, whatever its state, with every attempt from the journal."""
     job = ctx.store.load(job_id)
     if as_json:
         _print_json(job.to_dict())
@@ -332,22 +332,25 @@ def show(ctx: Context, job_id: str, as_json: bool) -> None:
     fields["env"] = " ".join(f"{k}={v}" for k, v in job.env.items())
     rows = [[key, "" if value is None else value] for key, value in fields.items()]
     click.echo(tabulate(rows, tablefmt="plain"))
-    if job.history:
+    from queuectl.observe import attempts, journal_records
+
+    runs = attempts(journal_records(ctx.store), job_id)
+    if runs:
         click.echo()
-        attempts = [
+        rows = [
             [
-                h.get("attempt"),
+                h.get("run"),
                 h.get("outcome"),
                 h.get("exit_code"),
                 h.get("started_at"),
                 h.get("duration"),
                 h.get("worker"),
-                _clip(h.get("error") or "", 50),
+                _clip(h.get("error") or "", 40),
             ]
-            for h in job.history
+            for h in runs
         ]
-        headers = ["attempt", "outcome", "exit", "started", "seconds", "worker", "error"]
-        click.echo(tabulate(attempts, headers=headers))
+        headers = ["run", "outcome", "exit", "started", "seconds", "worker", "error"]
+        click.echo(tabulate(rows, headers=headers))
 
 
 # -------------------------------------------------------------------- dlq
@@ -617,8 +620,8 @@ class _Progress:
         self._bar: Any = None
         self._enabled = sys.stderr.isatty()
 
-    def set_total(self, total: int) -> None:
-        if self._enabled and total >= 200:
+    def set_total(self, total: int, minimum: int = 200) -> None:
+        if self._enabled and total >= minimum:
             self._bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
             self._bar.__enter__()
 
@@ -636,6 +639,104 @@ class _Progress:
 
 def _progress(label: str) -> _Progress:
     return _Progress(label)
+
+
+# -------------------------------------------------------------------- observing
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--attempt", "-a", type=click.IntRange(1), help="Which attempt (default: latest).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job finishes.")
+@pass_context
+def logs(ctx: Context, job_id: str, attempt: int | None, follow: bool) -> None:
+    """Print a job's captured stdout and stderr."""
+    from queuectl.observe import follow as follow_logs
+    from queuectl.observe import log_files
+
+    if follow:
+        follow_logs(ctx.store, job_id, _write_stdout)
+        return
+    number, files = log_files(ctx.store, job_id, attempt)
+    if not files:
+        which = f"attempt {attempt}" if attempt else "any attempt"
+        click.echo(
+            f"no output recorded for {which} of {job_id} "
+            "(attempts that print nothing keep no log files)",
+            err=True,
+        )
+        return
+    labelled = len(files) > 1
+    for path in files:
+        if labelled:
+            stream = "stdout" if path.suffix == ".out" else "stderr"
+            click.echo(f"--- attempt {number} {stream}")
+        _write_stdout(path.read_bytes())
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+@cli.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--timeout", type=click.FloatRange(0), help="Give up after S seconds (exit 1).")
+@pass_context
+def wait(ctx: Context, job_ids: tuple[str, ...], timeout: float | None) -> None:
+    """Block until jobs finish. One job: exit with its own exit code (0 when completed).
+    Several: 0 when all completed, 1 when any is dead or cancelled."""
+    from queuectl.job import JobState
+    from queuectl.observe import wait_for
+
+    ids = list(dict.fromkeys(job_ids))
+    with _progress("waiting") as bar:
+        if len(ids) > 1:
+            bar.set_total(len(ids), minimum=2)
+        final = wait_for(ctx.store, ids, timeout, progress=bar.update)
+    if len(ids) == 1:
+        if final[ids[0]] is JobState.COMPLETED:
+            return
+        code = ctx.store.load(ids[0]).last_exit_code
+        sys.exit(code if code is not None and code > 0 else 1)
+    bad = sorted(i for i, state in final.items() if state is not JobState.COMPLETED)
+    if bad:
+        _warn(f"not completed: {' '.join(bad)}")
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--since", metavar="DURATION", help="Only attempts finished this recently (1h).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_context
+def stats(ctx: Context, since: str | None, as_json: bool) -> None:
+    """Throughput, outcomes, queue wait and run time percentiles, from the journal."""
+    from datetime import timedelta
+
+    from queuectl.job import utcnow
+    from queuectl.observe import compute_stats, journal_records
+
+    now = utcnow()
+    start = now - timedelta(seconds=_duration_option(since)) if since else None
+    figures = compute_stats(journal_records(ctx.store), start, now)
+    if as_json:
+        _print_json(figures)
+        return
+    from tabulate import tabulate
+
+    wait_s, run_s = figures["queue_wait_seconds"], figures["run_seconds"]
+    rows = [
+        ["attempts finished", figures["attempts"]],
+        ["per minute", figures["finished_per_minute"]],
+        *([f"  {name}", count] for name, count in figures["outcomes"].items()),
+        ["queue wait p50 / p95 (s)", f"{wait_s['p50']} / {wait_s['p95']}"],
+        ["run time p50 / p95 (s)", f"{run_s['p50']} / {run_s['p95']}"],
+    ]
+    click.echo(tabulate(rows, tablefmt="plain"))
+    if figures["busiest_commands"]:
+        click.echo()
+        busiest = [[c["attempts"], c["command"]] for c in figures["busiest_commands"]]
+        click.echo(tabulate(busiest, headers=["attempts", "busiest commands"]))
 
 
 # -------------------------------------------------------------------- helpers

@@ -1,0 +1,166 @@
+"""logs, wait, stats and the attempt list of show: from the journal and logs/ folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from queuectl.cli import cli
+from queuectl.home import Home
+from queuectl.observe import attempts, compute_stats, journal_records
+from queuectl.store import Store
+
+NOW = datetime(2026, 11, 23, 12, 0, 0).astimezone()
+
+
+def invoke(home: Path, *args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["--home", str(home), *args], input=input)
+
+
+def burst(home: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "queuectl", "--home", str(home), "worker", "start", "--burst"],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+
+
+def stamp(seconds: float) -> str:
+    return (NOW + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def record(event: str, job_id: str, attempts: int, t: float, **job: Any) -> dict[str, Any]:
+    return {
+        "ts": stamp(t),
+        "event": event,
+        "job": {
+            "id": job_id,
+            "attempts": attempts,
+            "command": job.pop("command", "cmd"),
+            "created_at": stamp(0),
+            **job,
+        },
+    }
+
+
+def test_compute_stats_from_synthetic_records() -> None:
+    records = [
+        record("enqueued", "a", 0, 0),
+        record("enqueued", "b", 0, 0, command="other"),
+        record("completed", "a", 1, 3, started_at=stamp(1), finished_at=stamp(3)),
+        record(
+            "failed",
+            "b",
+            1,
+            2,
+            started_at=stamp(1),
+            finished_at=stamp(2),
+            next_run_at=stamp(4),
+            command="other",
+        ),
+        record("dead", "b", 2, 10, started_at=stamp(6), finished_at=stamp(10), command="other"),
+        record("cancelled", "c", 0, 11),  # cancelled while waiting: not an attempt
+    ]
+    figures = compute_stats(records, None, NOW + timedelta(seconds=60))
+    assert figures["attempts"] == 3
+    assert figures["outcomes"] == {"completed": 1, "dead": 1, "failed": 1}
+    assert figures["run_seconds"] == {"p50": 2.0, "p95": 4.0}
+    assert figures["queue_wait_seconds"] == {"p50": 1.0, "p95": 2.0}  # b waited 4 -> 6 for run 2
+    assert figures["busiest_commands"][0] == {"command": "other", "attempts": 2}
+    recent = compute_stats(records, NOW + timedelta(seconds=5), NOW + timedelta(seconds=60))
+    assert recent["attempts"] == 1 and recent["outcomes"] == {"dead": 1}
+
+
+def test_attempts_come_from_the_journal_across_dlq_retries(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    assert (
+        invoke(home, "enqueue", '{"id": "x", "command": "exit 3", "max_retries": 0}').exit_code == 0
+    )
+    burst(home)
+    assert invoke(home, "dlq", "retry", "x").exit_code == 0
+    burst(home)
+    runs = attempts(journal_records(Store(Home(home))), "x")
+    assert [(r["run"], r["outcome"], r["exit_code"]) for r in runs] == [
+        (1, "failed", 3),
+        (2, "failed", 3),
+    ]
+    shown = invoke(home, "show", "x")
+    assert shown.exit_code == 0
+    assert shown.output.count("exit code 3") == 3  # last_error plus one row per run
+
+
+def test_logs_prints_each_stream_and_says_when_there_is_none(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    spec = {"id": "o", "command": "echo out-$QUEUECTL_ATTEMPT; echo err >&2"}
+    assert invoke(home, "enqueue", json.dumps(spec)).exit_code == 0
+    assert invoke(home, "enqueue", '{"id": "quiet", "command": "true"}').exit_code == 0
+    burst(home)
+    result = invoke(home, "logs", "o")
+    assert result.exit_code == 0
+    assert "out-1\n" in result.output and "err\n" in result.output
+    assert "--- attempt 1 stderr" in result.output
+    quiet = invoke(home, "logs", "quiet")
+    assert quiet.exit_code == 0 and "no output recorded" in quiet.output
+    assert invoke(home, "logs", "missing").exit_code == 1
+    assert "no output recorded for attempt 7" in invoke(home, "logs", "o", "--attempt", "7").output
+
+
+def test_wait_returns_when_another_process_finishes_the_job(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    assert (
+        invoke(home, "enqueue", '{"id": "w", "command": "exit 4", "max_retries": 0}').exit_code == 0
+    )
+    actor = threading.Thread(target=burst, args=(home,))
+    actor.start()
+    try:
+        result = invoke(home, "wait", "w", "--timeout", "60")
+    finally:
+        actor.join()
+    assert result.exit_code == 4  # the job's own exit code
+
+
+def test_wait_for_several_and_timeouts(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    assert invoke(home, "enqueue", '{"id": "ok", "command": "true"}').exit_code == 0
+    assert (
+        invoke(home, "enqueue", '{"id": "no", "command": "false", "max_retries": 0}').exit_code == 0
+    )
+    assert (
+        invoke(
+            home, "enqueue", '{"id": "far", "command": "true", "run_at": "2030-01-01T00:00:00Z"}'
+        ).exit_code
+        == 0
+    )
+    assert invoke(home, "cancel", "far").exit_code == 0
+    burst(home)
+    assert invoke(home, "wait", "ok").exit_code == 0
+    mixed = invoke(home, "wait", "ok", "no")
+    assert mixed.exit_code == 1 and "not completed: no" in mixed.output
+    assert (
+        invoke(
+            home, "enqueue", '{"id": "later", "command": "true", "run_at": "2030-01-01T00:00:00Z"}'
+        ).exit_code
+        == 0
+    )
+    timed = invoke(home, "wait", "later", "--timeout", "0.2")
+    assert timed.exit_code == 1 and "timed out waiting for: later" in timed.output
+    assert invoke(home, "wait", "ghost").exit_code == 1
+
+
+def test_stats_command_table_and_json(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    assert invoke(home, "enqueue", '{"command": "true"}').exit_code == 0
+    burst(home)
+    table = invoke(home, "stats")
+    assert table.exit_code == 0 and "attempts finished" in table.output
+    data = json.loads(invoke(home, "stats", "--since", "1h", "--json").output)
+    assert data["attempts"] == 1 and data["outcomes"] == {"completed": 1}
+    assert invoke(home, "stats", "--since", "soon").exit_code == 2
