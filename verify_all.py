@@ -661,6 +661,29 @@ def scenario_history_in_dlq(env: Env) -> None:
     check(all(h["duration"] is not None for h in history), "a duration is missing")
 
 
+def scenario_logs_show_wait_stats(env: Env) -> None:
+    """logs prints an attempt's output; show lists every attempt from the journal; wait exits
+    with the job's own exit code; stats counts the outcomes."""
+    env.ok("config", "set", "backoff-base", "1")
+    ok_id = env.enqueue({"command": "echo visible-output"})
+    bad_id = env.enqueue({"command": "echo nope >&2; exit 7", "max_retries": 1})
+    worker = env.start_worker("--count", "2")
+    waited = env.run("wait", bad_id, "--timeout", "60")
+    check(waited.returncode == 7, f"wait exited {waited.returncode}, expected the job's 7")
+    check(env.run("wait", ok_id).returncode == 0, "wait on a completed job did not exit 0")
+    check("visible-output" in env.ok("logs", ok_id), "logs did not print the job's stdout")
+    check("nope" in env.ok("logs", bad_id, "--attempt", "2"), "logs --attempt 2 lacks stderr")
+    shown = env.ok("show", bad_id)
+    check(shown.count("exit code 7") >= 3, f"show does not list both attempts: {shown!r}")
+    figures = json.loads(env.ok("stats", "--json"))
+    check(
+        figures["outcomes"] == {"completed": 1, "dead": 1, "failed": 1},
+        f"stats outcomes {figures['outcomes']}",
+    )
+    worker.send_signal(signal.SIGTERM)
+    check(wait_exit(worker, "worker") == 0, "worker did not exit 0")
+
+
 SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("job-completes", scenario_job_completes),
     ("retry-backoff-dlq", scenario_retry_backoff_dlq),
@@ -683,6 +706,7 @@ SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("cancel", scenario_cancel),
     ("dlq-retry-all-and-purge", scenario_dlq_bulk),
     ("attempt-history-in-dlq", scenario_history_in_dlq),
+    ("logs-show-wait-stats", scenario_logs_show_wait_stats),
 ]
 
 
