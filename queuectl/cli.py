@@ -658,6 +658,7 @@ def logs(ctx: Context, job_id: str, attempt: int | None, follow: bool) -> None:
         follow_logs(ctx.store, job_id, _write_stdout)
         return
     number, files = log_files(ctx.store, job_id, attempt)
+    files = [path for path in files if path.stat().st_size > 0]
     if not files:
         which = f"attempt {attempt}" if attempt else "any attempt"
         click.echo(
