@@ -206,26 +206,73 @@ def log_files(store: Store, job_id: str, attempt: int | None) -> tuple[int, list
 
 
 def follow(store: Store, job_id: str, write: Callable[[bytes], None], poll: float = 0.2) -> None:
-    """Print new output of a job's attempts until the job has finished.
+    """Print a job's output as it is written, attempt after attempt, until it finishes.
 
-    A running attempt's output is moved to ``logs/<id>/`` when the attempt is recorded, so
-    it appears here attempt by attempt (polling every ``poll`` seconds).
+    A running attempt writes into a pre-created file under ``tmp/``; it is found through
+    ``/proc``: the command's shell carries ``QUEUECTL_JOB_ID`` in its environment and its
+    stdout and stderr are that file. Finished attempts are read from ``logs/<id>/``.
+    Looks every ``poll`` seconds (a reader-side loop; workers are not involved).
     """
-    printed: dict[Path, int] = {}
+    printed: dict[str, int] = {}
+    done_attempts: set[str] = set()
     while True:
         found = store.locate(job_id)
-        _, files = log_files(store, job_id, None)
-        for path in sorted((store.home.logs / job_id).glob("*.*")) if files else []:
-            offset = printed.get(path, 0)
-            size = os.stat(path).st_size
-            if size > offset:
-                with open(path, "rb") as handle:
-                    handle.seek(offset)
-                    write(handle.read(size - offset))
-                printed[path] = size
+        for path in sorted((store.home.logs / job_id).glob("*.*")):
+            if path.name not in done_attempts:
+                _print_new(path, printed, write, key=_live_key(path))
+                done_attempts.add(path.name)
+        for stream, path in _live_outputs(store, job_id):
+            _print_new(path, printed, write, key=stream)
         if found is None or found[0] in FINISHED:
             return
         time.sleep(poll)
+
+
+def _live_key(path: Path) -> str:
+    """Finished files continue where the live view of the same attempt stopped."""
+    return f"{path.stem}.{path.suffix.lstrip('.')}"
+
+
+def _print_new(
+    path: Path, printed: dict[str, int], write: Callable[[bytes], None], key: str
+) -> None:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(printed.get(key, 0))
+            data = handle.read()
+    except OSError:
+        return
+    if data:
+        write(data)
+        printed[key] = printed.get(key, 0) + len(data)
+
+
+def _live_outputs(store: Store, job_id: str) -> list[tuple[str, Path]]:
+    """(``<attempt>.out``/``.err``, file) of the running attempt, found through /proc."""
+    wanted = f"QUEUECTL_JOB_ID={job_id}".encode()
+    home = f"QUEUECTL_HOME={store.home.root}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted not in environ or home not in environ:
+            continue
+        attempt = next(
+            (e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"QUEUECTL_ATTEMPT=")),
+            "0",
+        )
+        found = []
+        for fd, suffix in ((1, "out"), (2, "err")):
+            try:
+                target = Path(os.readlink(proc / "fd" / str(fd)))
+            except OSError:
+                continue
+            if target.parent == store.home.tmp:
+                found.append((f"{attempt}.{suffix}", target))
+        if found:
+            return found
+    return []
 
 
 # ------------------------------------------------------------------ waiting

@@ -164,3 +164,33 @@ def test_stats_command_table_and_json(tmp_path: Path) -> None:
     data = json.loads(invoke(home, "stats", "--since", "1h", "--json").output)
     assert data["attempts"] == 1 and data["outcomes"] == {"completed": 1}
     assert invoke(home, "stats", "--since", "soon").exit_code == 2
+
+
+def test_logs_follow_shows_output_while_the_attempt_runs(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    gate = tmp_path / "gate"
+    spec = {
+        "id": "f",
+        "command": f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second",
+    }
+    assert invoke(home, "enqueue", json.dumps(spec)).exit_code == 0
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "queuectl", "--home", str(home), "worker", "start"],
+        stderr=subprocess.DEVNULL,
+    )
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "queuectl", "--home", str(home), "logs", "f", "--follow"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline() == b"first\n"  # seen while the job still runs
+        assert (home / "processing" / "f.json").exists()
+        gate.touch()
+        rest = follower.communicate(timeout=60)[0]
+        assert rest == b"second\n"
+        assert follower.returncode == 0
+    finally:
+        follower.kill()
+        worker.terminate()
+        worker.wait(timeout=60)
