@@ -47,6 +47,31 @@ class Context:
 pass_context = click.make_pass_decorator(Context)
 
 
+def _complete_ids(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of job ids: file names in the home's state folders (no JSON read)."""
+    from queuectl.home import STATE_DIRS, resolve_home
+
+    root = resolve_home(ctx.find_root().params.get("home"))
+    found: list[str] = []
+    for state in STATE_DIRS:
+        try:
+            names = os.listdir(root / state)
+        except OSError:
+            continue
+        found += [n[:-5] for n in names if n.endswith(".json") and n.startswith(incomplete)]
+        if len(found) > 500:
+            break
+    return sorted(found)[:500]
+
+
+def _complete_config_keys(
+    _ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[str]:
+    from queuectl.config import KEYS
+
+    return [key for key in KEYS if key.startswith(incomplete)]
+
+
 class QueueGroup(click.Group):
     """Turns domain errors into one line on stderr and the error's exit code, for every
     subcommand (nested groups run inside this ``invoke``), under CliRunner too."""
@@ -317,7 +342,7 @@ def _print_jobs(jobs: list[Job], as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("job_id", metavar="ID")
+@click.argument("job_id", metavar="ID", shell_complete=_complete_ids)
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @pass_context
 def show(ctx: Context, job_id: str, as_json: bool) -> None:
@@ -370,7 +395,7 @@ def dlq_list(ctx: Context, as_json: bool) -> None:
 
 
 @dlq.command("retry")
-@click.argument("job_ids", metavar="[ID...]", nargs=-1)
+@click.argument("job_ids", metavar="[ID...]", nargs=-1, shell_complete=_complete_ids)
 @click.option("--all", "everything", is_flag=True, help="Every job in the DLQ.")
 @pass_context
 def dlq_retry(ctx: Context, job_ids: tuple[str, ...], everything: bool) -> None:
@@ -391,7 +416,7 @@ def dlq_retry(ctx: Context, job_ids: tuple[str, ...], everything: bool) -> None:
 
 
 @dlq.command("purge")
-@click.argument("job_ids", metavar="[ID...]", nargs=-1)
+@click.argument("job_ids", metavar="[ID...]", nargs=-1, shell_complete=_complete_ids)
 @click.option("--all", "everything", is_flag=True, help="Every job in the DLQ.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @pass_context
@@ -420,7 +445,7 @@ def _dead_ids(store: Store, job_ids: tuple[str, ...], everything: bool) -> list[
 
 
 @cli.command()
-@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True, shell_complete=_complete_ids)
 @click.option(
     "--timeout",
     type=click.FloatRange(0),
@@ -454,7 +479,7 @@ def config() -> None:
 
 
 @config.command("get")
-@click.argument("key")
+@click.argument("key", shell_complete=_complete_config_keys)
 @pass_context
 def config_get(ctx: Context, key: str) -> None:
     """Print one setting."""
@@ -464,7 +489,7 @@ def config_get(ctx: Context, key: str) -> None:
 
 
 @config.command("set", context_settings={"ignore_unknown_options": True})
-@click.argument("key")
+@click.argument("key", shell_complete=_complete_config_keys)
 @click.argument("value")
 @pass_context
 def config_set(ctx: Context, key: str, value: str) -> None:
@@ -645,7 +670,7 @@ def _progress(label: str) -> _Progress:
 
 
 @cli.command()
-@click.argument("job_id", metavar="ID")
+@click.argument("job_id", metavar="ID", shell_complete=_complete_ids)
 @click.option("--attempt", "-a", type=click.IntRange(1), help="Which attempt (default: latest).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job finishes.")
 @pass_context
@@ -681,7 +706,7 @@ def _write_stdout(data: bytes) -> None:
 
 
 @cli.command()
-@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True, shell_complete=_complete_ids)
 @click.option("--timeout", type=click.FloatRange(0), help="Give up after S seconds (exit 1).")
 @pass_context
 def wait(ctx: Context, job_ids: tuple[str, ...], timeout: float | None) -> None:
