@@ -212,7 +212,7 @@ class Job:
         return cls.from_dict(parse_object(raw))
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ": ")).encode
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
 
 
 def parse_object(raw: bytes | str) -> dict[str, Any]:
