@@ -22,7 +22,14 @@ from queuectl.job import JobState, parse_time
 from queuectl.journal import scan
 from queuectl.store import Store
 
-__all__ = ["attempts", "compute_stats", "log_files", "wait_for"]
+__all__ = [
+    "AttemptFigures",
+    "attempt_figures",
+    "attempts",
+    "compute_stats",
+    "log_files",
+    "wait_for",
+]
 
 ATTEMPT_EVENTS: Final = frozenset({"completed", "failed", "dead", "recovered", "cancelled"})
 """Journal events that end an attempt (``recovered``: its worker died)."""
@@ -89,7 +96,7 @@ def journal_records(store: Store) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class _Attempt:
+class AttemptFigures:
     command: str
     outcome: str
     finished: datetime
@@ -101,7 +108,7 @@ def compute_stats(
     records: list[dict[str, Any]], since: datetime | None, now: datetime
 ) -> dict[str, Any]:
     """Throughput, outcomes, queue wait and run time percentiles, busiest commands."""
-    done = [a for a in _attempts_of(records) if since is None or a.finished >= since]
+    done = [a for a in attempt_figures(records) if since is None or a.finished >= since]
     window_start = since or (min(a.finished for a in done) if done else now)
     minutes = max((now - window_start).total_seconds() / 60, 1 / 60)
     outcomes = Counter(a.outcome for a in done)
@@ -119,8 +126,8 @@ def compute_stats(
     }
 
 
-def _attempts_of(records: list[dict[str, Any]]) -> list[_Attempt]:
-    """One _Attempt per attempt-ending record; queue wait runs from when the job last became
+def attempt_figures(records: list[dict[str, Any]]) -> list[AttemptFigures]:
+    """One AttemptFigures per attempt-ending record; queue wait runs from when the job last became
     runnable (its creation, or the record that put it back) to the attempt's start."""
     runnable_since: dict[str, datetime] = {}
     runs = _RunCounter()
@@ -139,7 +146,7 @@ def _attempts_of(records: list[dict[str, Any]]) -> list[_Attempt]:
         started, finished = _time(job.get("started_at")), _time(job.get("finished_at"))
         since = runnable_since.get(job_id) or _time(job.get("created_at"))
         found.append(
-            _Attempt(
+            AttemptFigures(
                 command=" ".join(str(job.get("command", "")).split())[:60],
                 outcome=_outcome_name(event, job),
                 finished=finished or stamp,
@@ -158,7 +165,7 @@ def _outcome_name(event: str, job: dict[str, Any]) -> str:
     if event == "completed":
         return "completed"
     if str(job.get("last_error") or "").startswith("timeout"):
-        return "timeout" if event == "failed" else "dead (timeout)"
+        return "timeout" if event == "failed" else "dead_timeout"
     return str(event)
 
 

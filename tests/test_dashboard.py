@@ -1,0 +1,265 @@
+"""The dashboard's API and safety, /metrics and `queuectl metrics`, and a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from queuectl.cli import cli
+from queuectl.home import Home
+from queuectl.store import Store
+from queuectl.web import check_bind, serve
+
+from .conftest import wait_until
+
+
+def invoke(home: Path, *args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["--home", str(home), *args], input=input)
+
+
+def prepared_home(tmp_path: Path) -> Path:
+    home = tmp_path / "h"
+    jobs = [
+        {"id": "ok", "command": "echo fine"},
+        {"id": "xss", "command": "echo '<script>alert(1)</script>'; exit 1", "max_retries": 0},
+        {"id": "bad", "command": "exit 3", "max_retries": 0},
+    ]
+    lines = "".join(json.dumps(j) + "\n" for j in jobs)
+    assert invoke(home, "enqueue", "-", input=lines).exit_code == 0
+    subprocess.run(
+        [sys.executable, "-m", "queuectl", "--home", str(home), "worker", "start", "--burst"],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    for i in range(120):
+        assert (
+            invoke(
+                home,
+                "enqueue",
+                json.dumps(
+                    {"id": f"p{i:03d}", "command": "true", "run_at": "2030-01-01T00:00:00Z"}
+                ),
+            ).exit_code
+            == 0
+        )
+    return home
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, Any]]:
+    home = prepared_home(tmp_path)
+    httpd = serve(Store(Home(home).ensure()), "127.0.0.1", 0, None)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", home, httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def post(url: str, headers: dict[str, str]) -> tuple[int, str]:
+    request = urllib.request.Request(url, method="POST", headers=headers, data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_api_status_paging_and_job_page(server: tuple[str, Path, Any]) -> None:
+    base, _, _ = server
+    status, body = get(base + "/api/status")
+    assert status == 200
+    assert json.loads(body)["jobs"] == {
+        "pending": 120,
+        "processing": 0,
+        "completed": 1,
+        "failed": 0,
+        "dead": 2,
+        "cancelled": 0,
+    }
+    first = json.loads(get(base + "/api/jobs?state=pending&page=0")[1])
+    third = json.loads(get(base + "/api/jobs?state=pending&page=2")[1])
+    assert first["total"] == 120 and len(first["jobs"]) == 50 and len(third["jobs"]) == 20
+    assert first["jobs"][0]["id"] == "p000" and third["jobs"][-1]["id"] == "p119"
+    job = json.loads(get(base + "/api/jobs/bad")[1])
+    assert job["job"]["state"] == "dead"
+    assert [a["exit_code"] for a in job["attempts"]] == [3]
+    assert get(base + "/api/jobs/nope")[0] == 404
+    assert get(base + "/api/jobs?state=bogus")[0] == 400
+
+
+def test_job_text_is_never_served_as_html(server: tuple[str, Path, Any]) -> None:
+    base, _, _ = server
+    _, page = get(base + "/")
+    assert "<script>alert(1)</script>" not in page
+    status, body = get(base + "/api/jobs/xss")
+    assert status == 200
+    assert json.loads(body)["job"]["command"].startswith("echo '<script>")
+
+
+def test_post_needs_the_csrf_token_and_our_origin(server: tuple[str, Path, Any]) -> None:
+    base, home, httpd = server
+    csrf = httpd.RequestHandlerClass.app.csrf
+    url = base + "/api/jobs/bad/retry"
+    assert post(url, {})[0] == 403
+    assert post(url, {"X-Queuectl-CSRF": "wrong"})[0] == 403
+    assert post(url, {"X-Queuectl-CSRF": csrf, "Origin": "http://evil.example"})[0] == 403
+    assert (home / "dead" / "bad.json").exists()
+    status, _ = post(url, {"X-Queuectl-CSRF": csrf, "Origin": base})
+    assert status == 200
+    assert (home / "pending" / "bad.json").exists() and not (home / "dead" / "bad.json").exists()
+    status, _ = post(base + "/api/jobs/xss/purge", {"X-Queuectl-CSRF": csrf})
+    assert status == 200 and not (home / "dead" / "xss.json").exists()
+
+
+def test_token_is_required_when_set(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    httpd = serve(Store(Home(home).ensure()), "127.0.0.1", 0, "s3cret")
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        assert get(base + "/api/status")[0] == 401
+        assert get(base + "/api/status?token=nope")[0] == 401
+        assert get(base + "/api/status?token=s3cret")[0] == 200
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_only_loopback_without_an_explicit_flag_and_token() -> None:
+    check_bind("127.0.0.1", None, False)
+    check_bind("::1", None, False)
+    for token, allow in ((None, False), ("t", False), (None, True)):
+        with pytest.raises(Exception, match="not a loopback"):
+            check_bind("0.0.0.0", token, allow)
+    check_bind("0.0.0.0", "t", True)
+    result = CliRunner().invoke(cli, ["dashboard", "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_text_counts_and_cumulative_histograms(server: tuple[str, Path, Any]) -> None:
+    base, home, _ = server
+    status, text = get(base + "/metrics")
+    assert status == 200
+    assert invoke(home, "metrics").output == text  # the CLI prints the same thing
+    samples = parse_metrics(text)
+    assert samples['queuectl_jobs{state="pending"}'] == 120
+    assert samples['queuectl_jobs{state="dead"}'] == 2
+    assert samples['queuectl_attempts_total{outcome="completed"}'] == 1
+    assert samples['queuectl_attempts_total{outcome="dead"}'] == 2
+    buckets = [v for k, v in samples.items() if k.startswith("queuectl_run_seconds_bucket")]
+    assert buckets == sorted(buckets) and buckets[-1] == samples["queuectl_run_seconds_count"] == 3
+    assert "# TYPE queuectl_queue_wait_seconds histogram" in text
+
+
+# ------------------------------------------------------------------ a real browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+    reason="Debian's chromium and chromium-driver are not installed",
+)
+def test_browser_sees_counts_opens_a_job_and_retries_a_dead_one(
+    server: tuple[str, Path, Any], tmp_path: Path
+) -> None:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    base, home, _ = server
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        "--window-size=1200,900",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        driver.get(base + "/")
+        wait_until(
+            lambda: "pending: 120" in driver.find_element(By.ID, "counts").text,
+            message="the counts on the page",
+        )
+        assert "dead: 2" in driver.find_element(By.ID, "counts").text
+        driver.find_element(By.ID, "count-dead").click()
+        wait_until(lambda: driver.find_elements(By.ID, "retry-bad"), message="the DLQ list")
+        xss_row = driver.find_element(By.CSS_SELECTOR, "tr[data-id='xss']")
+        assert "<script>alert(1)</script>" in xss_row.text  # shown as text, not run
+        xss_row.find_element(By.CLASS_NAME, "open").click()
+        wait_until(lambda: driver.find_elements(By.ID, "job-title"), message="the job page")
+        assert "<script>" in driver.find_element(By.ID, "job-command").text
+        driver.find_element(By.ID, "retry-bad").click()
+        wait_until(lambda: (home / "pending" / "bad.json").exists(), message="bad in pending/")
+        assert not (home / "dead" / "bad.json").exists()
+        driver.find_element(By.ID, "count-pending").click()
+        wait_until(
+            lambda: "pending: 121" in driver.find_element(By.ID, "counts").text,
+            message="the refreshed counts",
+        )
+        shots = os.environ.get("QUEUECTL_SCREENSHOT_DIR")  # docs/dashboard.png came from here
+        if shots:
+            driver.save_screenshot(str(Path(shots) / "dashboard.png"))
+    finally:
+        driver.quit()
+
+
+def test_dashboard_command_serves_until_interrupted(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "queuectl", "--home", str(home), "dashboard", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("queuectl dashboard on http://127.0.0.1:")
+        url = line.split()[3]
+        assert get(url + "api/status")[0] == 200
+    finally:
+        proc.send_signal(2)
+        assert proc.wait(timeout=30) == 0
