@@ -684,6 +684,40 @@ def scenario_logs_show_wait_stats(env: Env) -> None:
     check(wait_exit(worker, "worker") == 0, "worker did not exit 0")
 
 
+def scenario_dashboard_and_metrics(env: Env) -> None:
+    """metrics prints Prometheus text; the dashboard serves the same counts over HTTP and
+    refuses a POST without its CSRF token."""
+    import urllib.error
+    import urllib.request
+
+    env.enqueue({"command": "true"})
+    run_burst(env)
+    text = env.ok("metrics")
+    check('queuectl_jobs{state="completed"} 1' in text, "metrics lacks the completed count")
+    check("queuectl_run_seconds_count 1" in text, "metrics lacks the run time histogram")
+    proc = subprocess.Popen(
+        [*CLI, "--home", str(env.home), "dashboard", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    env.procs.append(proc)  # type: ignore[arg-type]
+    assert proc.stdout is not None
+    url = proc.stdout.readline().split()[3]
+    with urllib.request.urlopen(url + "api/status", timeout=10) as response:
+        status = json.loads(response.read())
+    check(status["jobs"]["completed"] == 1, f"dashboard status {status}")
+    request = urllib.request.Request(url + "api/jobs/x/retry", method="POST", data=b"")
+    try:
+        urllib.request.urlopen(request, timeout=10)
+        check(False, "a POST without the CSRF token was accepted")
+    except urllib.error.HTTPError as exc:
+        check(exc.code == 403, f"POST without CSRF got {exc.code}")
+    with urllib.request.urlopen(url + "metrics", timeout=10) as response:
+        check(response.read().decode() == env.ok("metrics"), "/metrics differs from metrics")
+
+
 SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("job-completes", scenario_job_completes),
     ("retry-backoff-dlq", scenario_retry_backoff_dlq),
@@ -707,6 +741,7 @@ SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("dlq-retry-all-and-purge", scenario_dlq_bulk),
     ("attempt-history-in-dlq", scenario_history_in_dlq),
     ("logs-show-wait-stats", scenario_logs_show_wait_stats),
+    ("dashboard-and-metrics", scenario_dashboard_and_metrics),
 ]
 
 
