@@ -1,4 +1,4 @@
-"""Shell completion through click's mechanism: commands, states, config keys, job ids."""
+"""Shell niceties: completion through click's mechanism, and progress bars only on a terminal."""
 
 from __future__ import annotations
 
@@ -53,3 +53,36 @@ def test_bash_source_script_is_generated() -> None:
         [sys.executable, "-m", "queuectl"], env=env, capture_output=True, text=True, timeout=60
     ).stdout
     assert "_queuectl_completion" in out and "complete " in out
+
+
+def test_progress_bar_on_a_terminal_and_silence_when_piped(tmp_path: Path) -> None:
+    """A large `enqueue -` draws a bar on a terminal's stderr and prints nothing when piped."""
+    import pty
+
+    lines = "".join('{"command": "true"}\n' for _ in range(600))
+    base = [sys.executable, "-m", "queuectl", "--home", str(tmp_path / "h"), "enqueue", "-"]
+    piped = subprocess.run(base, input=lines, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == ""
+    assert len(piped.stdout.split()) == 600
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            base, input=lines.encode(), stdout=subprocess.DEVNULL, stderr=follower, timeout=120
+        )
+        os.close(follower)
+        follower = -1
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    assert proc.returncode == 0
+    assert b"enqueueing" in seen and b"100%" in seen
