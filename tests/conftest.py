@@ -26,12 +26,16 @@ def store(home: Home) -> Store:
     return Store(home)
 
 
-def run_cli(home: Path, *args: str, input: str | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    home: Path, *args: str, input: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m queuectl --home HOME ARGS`` as a real process."""
     return subprocess.run(
         [sys.executable, "-m", "queuectl", "--home", str(home), *args],
-        input=input, capture_output=True, text=True, timeout=timeout,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -40,12 +44,17 @@ def start_worker(home: Path, *args: str, log: Path | None = None) -> subprocess.
     err = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
         [sys.executable, "-m", "queuectl", "--home", str(home), "worker", "start", *args],
-        stdout=subprocess.DEVNULL, stderr=err,
+        stdout=subprocess.DEVNULL,
+        stderr=err,
     )
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0,
-               interval: float = 0.02, message: str = "condition") -> None:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float = 30.0,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> None:
     """Poll a condition every 20 ms up to a deadline (pueue's habit); fail with a message."""
     deadline = time.monotonic() + timeout
     while not condition():

@@ -24,8 +24,9 @@ STATES = ("pending", "processing", "completed", "failed", "dead")
 
 
 def invoke(home: Path, *args: str, input: str | bytes | None = None) -> Result:
-    return CliRunner().invoke(cli, ["--home", str(home), *args], input=input,
-                              catch_exceptions=False)
+    return CliRunner().invoke(
+        cli, ["--home", str(home), *args], input=input, catch_exceptions=False
+    )
 
 
 def listing(home: Path) -> dict[str, bytes | None]:
@@ -88,7 +89,11 @@ def test_python_dash_m_help_works(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "QUEUECTL_HOME"}
     done = subprocess.run(
         [sys.executable, "-m", "queuectl", "--help"],
-        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     assert "Usage: queuectl" in done.stdout
@@ -101,7 +106,9 @@ def test_real_entry_point_errors_are_one_line(tmp_path: Path) -> None:
     home = tmp_path / "h"
     done = subprocess.run(
         [sys.executable, "-m", "queuectl", "--home", str(home), "enqueue", "{bad"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2
     assert done.stdout == ""
@@ -326,8 +333,9 @@ def test_list_limit(populated: Path) -> None:
     assert len(json.loads(invoke(populated, "list", "--limit", "2", "--json").stdout)) == 2
     assert len(json.loads(invoke(populated, "list", "--limit", "0", "--json").stdout)) == 5
     assert len(json.loads(invoke(populated, "list", "--limit", "99", "--json").stdout)) == 5
-    one = json.loads(invoke(populated, "list", "--state", "pending", "--limit", "1",
-                            "--json").stdout)
+    one = json.loads(
+        invoke(populated, "list", "--state", "pending", "--limit", "1", "--json").stdout
+    )
     assert len(one) == 1 and one[0]["state"] == "pending"
 
 
@@ -378,8 +386,14 @@ def test_status_json_shape(populated: Path) -> None:
     result = invoke(populated, "status", "--json")
     assert result.exit_code == 0
     data = json.loads(result.stdout)
-    assert data["jobs"] == {"pending": 2, "processing": 0, "completed": 1, "failed": 1,
-                            "dead": 1, "cancelled": 0}
+    assert data["jobs"] == {
+        "pending": 2,
+        "processing": 0,
+        "completed": 1,
+        "failed": 1,
+        "dead": 1,
+        "cancelled": 0,
+    }
     assert data["workers"] == []
     assert result.stdout == json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
@@ -479,8 +493,13 @@ def test_config_list(ready_home: Path) -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("max-retries", "-1"), ("max-retries", "lots"), ("backoff-base", "0.5"),
-     ("job-timeout", "-3"), ("backoff_base", "nan")],
+    [
+        ("max-retries", "-1"),
+        ("max-retries", "lots"),
+        ("backoff-base", "0.5"),
+        ("job-timeout", "-3"),
+        ("backoff_base", "nan"),
+    ],
 )
 def test_config_set_bad_value_exits_2(ready_home: Path, key: str, value: str) -> None:
     before = listing(ready_home)

@@ -96,8 +96,17 @@ def test_parse_value_rejects(key: str, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90", 90), ("90s", 90), ("15m", 900), ("12h", 43200), ("7d", 604800), ("2w", 1209600),
-     ("1.5h", 5400), (" 30M ", 1800), ("0", 0)],
+    [
+        ("90", 90),
+        ("90s", 90),
+        ("15m", 900),
+        ("12h", 43200),
+        ("7d", 604800),
+        ("2w", 1209600),
+        ("1.5h", 5400),
+        (" 30M ", 1800),
+        ("0", 0),
+    ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -133,8 +142,10 @@ def test_values_are_read_from_the_file(tmp_path: Path) -> None:
 
 def test_bad_stored_values_fall_back_per_key(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
-    write_config(path, {"max-retries": -4, "backoff-base": "x", "job-timeout": 12,
-                        "unknown": 1, "max_retries": 9})
+    write_config(
+        path,
+        {"max-retries": -4, "backoff-base": "x", "job-timeout": 12, "unknown": 1, "max_retries": 9},
+    )
     values = Config(path).values()
     assert values["max-retries"] == 3
     assert values["backoff-base"] == 2

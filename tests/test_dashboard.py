@@ -21,7 +21,7 @@ from queuectl.home import Home
 from queuectl.store import Store
 from queuectl.web import check_bind, serve
 
-from .conftest import wait_until
+from .conftest import run_cli, wait_until
 
 
 def invoke(home: Path, *args: str, input: str | None = None):  # type: ignore[no-untyped-def]
@@ -37,12 +37,7 @@ def prepared_home(tmp_path: Path) -> Path:
     ]
     lines = "".join(json.dumps(j) + "\n" for j in jobs)
     assert invoke(home, "enqueue", "-", input=lines).exit_code == 0
-    subprocess.run(
-        [sys.executable, "-m", "queuectl", "--home", str(home), "worker", "start", "--burst"],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    assert run_cli(home, "worker", "start", "--burst", timeout=120).returncode == 0
     for i in range(120):
         assert (
             invoke(
@@ -233,8 +228,14 @@ def test_browser_sees_counts_opens_a_job_and_retries_a_dead_one(
         wait_until(lambda: driver.find_elements(By.ID, "job-title"), message="the job page")
         assert "<script>" in driver.find_element(By.ID, "job-command").text
         driver.find_element(By.ID, "retry-bad").click()
-        wait_until(lambda: (home / "pending" / "bad.json").exists(), message="bad in pending/")
-        assert not (home / "dead" / "bad.json").exists()
+        # The retry publishes pending/bad.json before it removes the dead copy: wait for both.
+        wait_until(
+            lambda: (
+                (home / "pending" / "bad.json").exists()
+                and not (home / "dead" / "bad.json").exists()
+            ),
+            message="bad moved from dead/ to pending/",
+        )
         driver.find_element(By.ID, "count-pending").click()
         wait_until(
             lambda: "pending: 121" in driver.find_element(By.ID, "counts").text,

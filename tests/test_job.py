@@ -259,9 +259,7 @@ def test_invalid_json_messages(raw: str | bytes, message: str) -> None:
 
 
 def test_accepted_job_is_a_fresh_pending_job() -> None:
-    job = accept(
-        '{"id": "j1", "command": "echo hi", "max_retries": 2}', source="drop", now=NOW
-    )
+    job = accept('{"id": "j1", "command": "echo hi", "max_retries": 2}', source="drop", now=NOW)
     assert job.id == "j1"
     assert job.command == "echo hi"
     assert job.state is JobState.PENDING
@@ -383,8 +381,9 @@ def test_from_json_rejects_non_objects() -> None:
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -398,9 +397,7 @@ _json_values = st.recursive(
     attempts=st.integers(0, 1 << 31),
     max_retries=st.integers(0, 1000),
     state=st.sampled_from(list(JobState)),
-    command=st.text(min_size=1, max_size=50).filter(
-        lambda c: c.strip() != "" and "\x00" not in c
-    ),
+    command=st.text(min_size=1, max_size=50).filter(lambda c: c.strip() != "" and "\x00" not in c),
 )
 def test_round_trip_property(
     extra: dict[str, Any], attempts: int, max_retries: int, state: JobState, command: str
@@ -409,8 +406,9 @@ def test_round_trip_property(
         command.encode()
     except UnicodeEncodeError:
         return
-    data = stored_job(attempts=attempts, max_retries=max_retries, state=state.value,
-                      command=command, **extra)
+    data = stored_job(
+        attempts=attempts, max_retries=max_retries, state=state.value, command=command, **extra
+    )
     job = Job.from_dict(data)
     assert job.to_dict() == data
     assert Job.from_json(job.to_json()) == job

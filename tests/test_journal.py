@@ -313,9 +313,7 @@ def test_new_journal_object_continues_in_the_newest_segment(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("segment_bytes", [1 << 30, 400])
-def test_two_journal_objects_interleave_without_damage(
-    tmp_path: Path, segment_bytes: int
-) -> None:
+def test_two_journal_objects_interleave_without_damage(tmp_path: Path, segment_bytes: int) -> None:
     first = make_journal(tmp_path, segment_bytes=segment_bytes)
     second = make_journal(tmp_path, segment_bytes=segment_bytes)
     barrier = threading.Barrier(4)
@@ -362,24 +360,22 @@ for i in range(150):
 def test_two_processes_append_to_one_journal(tmp_path: Path) -> None:
     make_journal(tmp_path)
     procs = [
-        subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path), name])
-        for name in ("p", "q")
+        subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path), name]) for name in ("p", "q")
     ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     result = scan(tmp_path / "journal")
     assert result.torn_tail is None
     for name in ("p", "q"):
-        assert [r.data["n"] for r in result.records if r.data["writer"] == name] == list(
-            range(150)
-        )
+        assert [r.data["n"] for r in result.records if r.data["writer"] == name] == list(range(150))
     assert len(result.records) == 300
 
 
 # ------------------------------------------------------------------ write failures
 
 
-def _fail_writes_into(directory: Path, monkeypatch: pytest.MonkeyPatch,
-                      partial: int = 0) -> list[int]:
+def _fail_writes_into(
+    directory: Path, monkeypatch: pytest.MonkeyPatch, partial: int = 0
+) -> list[int]:
     """Make os.write into files of ``directory`` write ``partial`` bytes, then fail ENOSPC."""
     real_write = os.write
     hits: list[int] = []

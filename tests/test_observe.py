@@ -17,6 +17,8 @@ from queuectl.home import Home
 from queuectl.observe import attempts, compute_stats, journal_records
 from queuectl.store import Store
 
+from .conftest import run_cli
+
 NOW = datetime(2026, 11, 23, 12, 0, 0).astimezone()
 
 
@@ -25,12 +27,7 @@ def invoke(home: Path, *args: str, input: str | None = None):  # type: ignore[no
 
 
 def burst(home: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "queuectl", "--home", str(home), "worker", "start", "--burst"],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    assert run_cli(home, "worker", "start", "--burst", timeout=120).returncode == 0
 
 
 def stamp(seconds: float) -> str:

@@ -52,8 +52,15 @@ def failed(kind: OutcomeKind = OutcomeKind.FAILED, code: int | None = 1) -> Outc
 
 @pytest.mark.parametrize(
     ("attempts", "base", "expected"),
-    [(0, 2, 1.0), (1, 2, 2.0), (3, 2, 8.0), (10, 2, 1024.0), (4, 1.5, 5.0625), (5, 1, 1.0),
-     (2, 10, 100.0)],
+    [
+        (0, 2, 1.0),
+        (1, 2, 2.0),
+        (3, 2, 8.0),
+        (10, 2, 1024.0),
+        (4, 1.5, 5.0625),
+        (5, 1, 1.0),
+        (2, 10, 100.0),
+    ],
 )
 def test_backoff_is_base_to_the_attempts(attempts: int, base: float, expected: float) -> None:
     assert backoff_seconds(attempts, base) == pytest.approx(expected)
@@ -78,8 +85,7 @@ def test_success_completes_the_job() -> None:
     job = running_job(attempts=1)
     job = replace(job, last_error="previous failure", next_run_at="2026-11-23T11:59:00.000Z")
     finished = NOW - timedelta(seconds=1)
-    outcome = Outcome(OutcomeKind.SUCCEEDED, exit_code=0, started_at=STARTED,
-                      finished_at=finished)
+    outcome = Outcome(OutcomeKind.SUCCEEDED, exit_code=0, started_at=STARTED, finished_at=finished)
     done = after_attempt(job, outcome, backoff_base=2, now=NOW)
     assert done.state is JobState.COMPLETED
     assert done.attempts == 2
@@ -99,8 +105,7 @@ def test_success_completes_the_job() -> None:
 
 def test_success_on_last_allowed_attempt_still_completes() -> None:
     job = running_job(attempts=3, max_retries=3)
-    done = after_attempt(job, Outcome(OutcomeKind.SUCCEEDED, exit_code=0), backoff_base=2,
-                         now=NOW)
+    done = after_attempt(job, Outcome(OutcomeKind.SUCCEEDED, exit_code=0), backoff_base=2, now=NOW)
     assert done.state is JobState.COMPLETED
     assert done.attempts == 4
 
@@ -129,8 +134,7 @@ def test_backoff_uses_the_given_base() -> None:
 
 
 def test_failure_when_attempts_equal_max_retries_still_retries() -> None:
-    after = after_attempt(running_job(attempts=2, max_retries=3), failed(), backoff_base=2,
-                          now=NOW)
+    after = after_attempt(running_job(attempts=2, max_retries=3), failed(), backoff_base=2, now=NOW)
     assert after.attempts == 3
     assert after.state is JobState.FAILED
 
@@ -147,8 +151,7 @@ def test_failure_beyond_max_retries_is_dead(kind: OutcomeKind) -> None:
 
 
 def test_max_retries_zero_means_exactly_one_run() -> None:
-    after = after_attempt(running_job(attempts=0, max_retries=0), failed(), backoff_base=2,
-                          now=NOW)
+    after = after_attempt(running_job(attempts=0, max_retries=0), failed(), backoff_base=2, now=NOW)
     assert after.state is JobState.DEAD
     assert after.attempts == 1
 
@@ -164,8 +167,7 @@ def test_total_runs_are_max_retries_plus_one() -> None:
 
 
 def test_error_defaults_to_the_outcome_kind() -> None:
-    after = after_attempt(running_job(), Outcome(OutcomeKind.TIMED_OUT), backoff_base=2,
-                          now=NOW)
+    after = after_attempt(running_job(), Outcome(OutcomeKind.TIMED_OUT), backoff_base=2, now=NOW)
     assert after.last_error == "timed_out"
     assert after.last_exit_code is None
 
@@ -194,8 +196,12 @@ def test_worker_lost_when_exhausted_is_dead() -> None:
     assert after.state is JobState.DEAD
     assert after.attempts == 4
     assert after.last_error == "worker_lost"
-    zero = after_attempt(running_job(attempts=0, max_retries=0),
-                         Outcome(OutcomeKind.WORKER_LOST), backoff_base=2, now=NOW)
+    zero = after_attempt(
+        running_job(attempts=0, max_retries=0),
+        Outcome(OutcomeKind.WORKER_LOST),
+        backoff_base=2,
+        now=NOW,
+    )
     assert zero.state is JobState.DEAD
 
 
@@ -208,8 +214,9 @@ def test_huge_backoff_is_capped_to_a_date() -> None:
 
 def test_backoff_past_year_9999_saturates() -> None:
     late = datetime(9999, 6, 1, tzinfo=UTC)
-    after = after_attempt(running_job(attempts=40, max_retries=1000), failed(),
-                          backoff_base=2, now=late)
+    after = after_attempt(
+        running_job(attempts=40, max_retries=1000), failed(), backoff_base=2, now=late
+    )
     assert after.state is JobState.FAILED
     assert after.next_run_at == "9999-12-31T23:59:59.000Z"
     assert parse_time(after.next_run_at) > late

@@ -6,7 +6,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,26 +26,12 @@ def invoke(home: Path, *args: str, input: str | None = None):  # type: ignore[no
 
 
 def burst(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "queuectl",
-            "--home",
-            str(home),
-            "worker",
-            "start",
-            "--burst",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(home, "worker", "start", "--burst", *args, timeout=120)
 
 
 def job(home: Path, job_id: str) -> dict:
-    for state in ("pending", "processing", "completed", "failed", "dead", "cancelled"):
+    # processing/ last: a commit publishes the new copy before it removes the old one
+    for state in ("pending", "completed", "failed", "dead", "cancelled", "processing"):
         path = home / state / f"{job_id}.json"
         if path.exists():
             return {**json.loads(path.read_text()), "_folder": state}

@@ -150,8 +150,9 @@ def test_enqueue_never_replaces_a_file_that_appeared_meanwhile(store: Store) -> 
     original = store.home.job_path(JobState.PENDING, "taken").read_bytes()
     before = journal(store)
     with pytest.raises(AlreadyExists):
-        store.enqueue([new_job("fresh"), new_job("taken", command="echo intruder")],
-                      explicit_ids=set())
+        store.enqueue(
+            [new_job("fresh"), new_job("taken", command="echo intruder")], explicit_ids=set()
+        )
     assert store.home.job_path(JobState.PENDING, "taken").read_bytes() == original
     assert not store.home.job_path(JobState.PENDING, "fresh").exists()
     assert names(store, "tmp") == []
@@ -464,8 +465,14 @@ def test_rejected_names_never_collide(store: Store) -> None:
         miss = store.claim("same.json", JobState.PENDING, "w", utcnow())
         assert isinstance(miss, ClaimMiss) and miss.rejected
     assert names(store, "rejected") == sorted(
-        ["same.json", "same.json.reason", "same.json.1", "same.json.1.reason",
-         "same.json.2", "same.json.2.reason"]
+        [
+            "same.json",
+            "same.json.reason",
+            "same.json.1",
+            "same.json.1.reason",
+            "same.json.2",
+            "same.json.2.reason",
+        ]
     )
 
 
@@ -569,8 +576,9 @@ def test_unix_socket_in_pending_is_rejected(home: Home) -> None:
 
 
 def test_retry_dead_resets_attempts_and_moves_to_pending(store: Store) -> None:
-    dead = place(store, new_job(), JobState.DEAD, attempts=4, last_error="exit code 1",
-                 last_exit_code=1)
+    dead = place(
+        store, new_job(), JobState.DEAD, attempts=4, last_error="exit code 1", last_exit_code=1
+    )
     later = NOW + timedelta(hours=1)
     retried = store.retry_dead("j1", later)
     assert retried.state is JobState.PENDING
