@@ -803,6 +803,50 @@ def metrics(ctx: Context) -> None:
     click.echo(render(snapshot(ctx.store)), nl=False)
 
 
+# -------------------------------------------------------------------- history
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID", shell_complete=_complete_ids)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of attempts.")
+@pass_context
+def history(ctx: Context, job_id: str, as_json: bool) -> None:
+    """Every attempt of a job from the journal, oldest first, numbered across DLQ retries.
+
+    Works for jobs removed by cleanup or purge too, as long as the journal still has them.
+    """
+    from queuectl.history import job_attempts
+
+    runs = job_attempts(ctx.store, job_id)
+    if as_json:
+        _print_json(runs)
+    elif runs:
+        click.echo(_attempts_table(runs))
+    else:
+        click.echo(f"no attempts of {job_id} yet")
+
+
+def _attempts_table(runs: list[dict[str, Any]]) -> str:
+    """The attempt table ``history`` prints. It has the same columns as ``show``'s, so that
+    ``show`` can switch to it."""
+    from tabulate import tabulate
+
+    rows = [
+        [
+            run.get("run"),
+            run.get("outcome"),
+            run.get("exit_code"),
+            run.get("started_at"),
+            run.get("duration"),
+            run.get("worker"),
+            _clip(run.get("error") or "", 40),
+        ]
+        for run in runs
+    ]
+    headers = ["run", "outcome", "exit", "started", "seconds", "worker", "error"]
+    return tabulate(rows, headers=headers)
+
+
 # -------------------------------------------------------------------- helpers
 
 
