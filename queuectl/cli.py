@@ -671,7 +671,14 @@ def _progress(label: str) -> _Progress:
 
 @cli.command()
 @click.argument("job_id", metavar="ID", shell_complete=_complete_ids)
-@click.option("--attempt", "-a", type=click.IntRange(1), help="Which attempt (default: latest).")
+@click.option(
+    "--attempt",
+    "--run",
+    "-a",
+    "attempt",
+    type=click.IntRange(1),
+    help="Which run (counts across DLQ retries; default: the latest).",
+)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job finishes.")
 @pass_context
 def logs(ctx: Context, job_id: str, attempt: int | None, follow: bool) -> None:
@@ -685,7 +692,7 @@ def logs(ctx: Context, job_id: str, attempt: int | None, follow: bool) -> None:
     number, files = log_files(ctx.store, job_id, attempt)
     files = [path for path in files if path.stat().st_size > 0]
     if not files:
-        which = f"attempt {attempt}" if attempt else "any attempt"
+        which = f"run {attempt}" if attempt else "the latest run"
         click.echo(
             f"no output recorded for {which} of {job_id} "
             "(attempts that print nothing keep no log files)",
@@ -696,7 +703,7 @@ def logs(ctx: Context, job_id: str, attempt: int | None, follow: bool) -> None:
     for path in files:
         if labelled:
             stream = "stdout" if path.suffix == ".out" else "stderr"
-            click.echo(f"--- attempt {number} {stream}")
+            click.echo(f"--- run {number} {stream}")
         _write_stdout(path.read_bytes())
 
 

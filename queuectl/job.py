@@ -124,6 +124,7 @@ class Job:
     finished_at: str | None = None
     worker: str | None = None
     source: str = "cli"
+    runs: int = 0
     priority: int = 0
     run_at: str | None = None
     timeout: float | None = None
@@ -138,6 +139,7 @@ class Job:
             "command": self.command,
             "state": self.state.value,
             "attempts": self.attempts,
+            "runs": self.runs,
             "max_retries": self.max_retries,
             "priority": self.priority,
             "run_at": self.run_at,
@@ -192,6 +194,7 @@ class Job:
                 started_at=data.get("started_at"),
                 finished_at=data.get("finished_at"),
                 worker=data.get("worker"),
+                runs=_require_int(data.get("runs", data["attempts"]), "runs", 0, 1 << 31),
                 source=str(data.get("source", "cli")),
                 priority=_require_int(data.get("priority", 0), "priority", *PRIORITY_RANGE),
                 run_at=data.get("run_at"),

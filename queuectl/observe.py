@@ -195,18 +195,16 @@ def _time(text: object) -> datetime | None:
 # ------------------------------------------------------------------ logs
 
 
-def log_files(store: Store, job_id: str, attempt: int | None) -> tuple[int, list[Path]]:
-    """(attempt number, its existing output files) of a job; the latest attempt by default."""
-    if store.locate(job_id) is None:
-        raise NotFound(f"no job with id {job_id!r}")
+def log_files(store: Store, job_id: str, run: int | None) -> tuple[int, list[Path]]:
+    """(run number, its existing output files) of a job; its latest run by default.
+
+    Files are numbered by run, which counts across DLQ retries (``attempts`` restarts at 0
+    there), so a retried job never shows an earlier run's output as its latest.
+    """
+    job = store.load(job_id)  # NotFound for an unknown id
     folder = store.home.logs / job_id
-    numbers = (
-        sorted({int(p.stem) for p in folder.glob("*.*") if p.stem.isdigit()})
-        if folder.is_dir()
-        else []
-    )
-    chosen = attempt if attempt is not None else (numbers[-1] if numbers else None)
-    if chosen is None:
+    chosen = run if run is not None else job.runs
+    if not chosen:
         return 0, []
     files = [folder / f"{chosen}.{suffix}" for suffix in ("out", "err")]
     return chosen, [p for p in files if p.exists()]
@@ -222,9 +220,10 @@ def follow(store: Store, job_id: str, write: Callable[[bytes], None], poll: floa
     """
     printed: dict[str, int] = {}
     done_attempts: set[str] = set()
+    store.load(job_id)  # NotFound for an unknown id, like plain ``logs``
     while True:
         found = store.locate(job_id)
-        for path in sorted((store.home.logs / job_id).glob("*.*")):
+        for path in sorted((store.home.logs / job_id).glob("*.*"), key=_run_order):
             if path.name not in done_attempts:
                 _print_new(path, printed, write, key=_live_key(path))
                 done_attempts.add(path.name)
@@ -233,6 +232,11 @@ def follow(store: Store, job_id: str, write: Callable[[bytes], None], poll: floa
         if found is None or found[0] in FINISHED:
             return
         time.sleep(poll)
+
+
+def _run_order(path: Path) -> tuple[int, bool]:
+    """Run 9 before run 10, and each run's stdout before its stderr."""
+    return (int(path.stem) if path.stem.isdigit() else 0, path.suffix != ".out")
 
 
 def _live_key(path: Path) -> str:
@@ -266,7 +270,7 @@ def _live_outputs(store: Store, job_id: str) -> list[tuple[str, Path]]:
         if wanted not in environ or home not in environ:
             continue
         attempt = next(
-            (e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"QUEUECTL_ATTEMPT=")),
+            (e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"QUEUECTL_RUN=")),
             "0",
         )
         found = []

@@ -75,7 +75,7 @@ class CommitQueue:
         for item in batch:  # logs first, so a finished job's output is where it says
             if item.output is not None:
                 try:
-                    self.outputs.place(item.output, item.change.job.id, item.change.job.attempts)
+                    self.outputs.place(item.output, item.change.job.id, item.change.job.runs)
                 except OSError as exc:
                     self.log(f"error: cannot move the output of {item.change.job.id}: {exc}")
         try:

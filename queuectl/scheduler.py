@@ -99,6 +99,7 @@ def after_attempt(
     finished = format_time(outcome.finished_at) if outcome.finished_at else stamp
     common = {
         "attempts": attempts,
+        "runs": job.runs + 1,
         "rev": job.rev + 1,
         "updated_at": stamp,
         "last_exit_code": outcome.exit_code,
@@ -132,6 +133,7 @@ def _history_entry(
         duration = round((outcome.finished_at - outcome.started_at).total_seconds(), 3)
     return {
         "attempt": attempt,
+        "run": job.runs + 1,
         "outcome": outcome.kind.value,
         "exit_code": outcome.exit_code,
         "started_at": started,

@@ -200,7 +200,9 @@ class WorkerPool:
         attempt = job.attempts + 1
         output = self.outputs.take()
         env = {**self._base_env, **job.env}
-        env.update(QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(attempt))
+        env.update(
+            QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(attempt), QUEUECTL_RUN=str(job.runs + 1)
+        )
         command = job.command
         if job.cwd:
             env["QUEUECTL_CWD"] = job.cwd
@@ -231,7 +233,7 @@ class WorkerPool:
             output.close_fds()
         if self.aborting.is_set():
             if kept is not None:
-                self.outputs.place(kept, job.id, attempt)
+                self.outputs.place(kept, job.id, job.runs + 1)
             self.store.put_back(claim, command_ran=True)
             self.log(f"put back {job.id}: stopped before it finished")
             return

@@ -280,6 +280,7 @@ def stored_job(**overrides: Any) -> dict[str, Any]:
         "command": "echo hi",
         "state": "failed",
         "attempts": 2,
+        "runs": 2,
         "max_retries": 5,
         "created_at": "2026-11-23T12:30:00.000Z",
         "updated_at": "2026-11-23T12:31:00.000Z",

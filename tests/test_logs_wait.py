@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner, Result
 
 from queuectl.cli import cli
@@ -101,20 +100,21 @@ def test_logs_prints_the_latest_attempt_stdout_then_stderr_labelled(tmp_path: Pa
     record(store, claim, 0, out=b"second-out\n", err=b"second-err\n")
     result = invoke(store.home.root, "logs", "j")
     assert result.exit_code == 0, result.output
-    assert result.output == ("--- attempt 2 stdout\nsecond-out\n--- attempt 2 stderr\nsecond-err\n")
+    assert result.output == ("--- run 2 stdout\nsecond-out\n--- run 2 stderr\nsecond-err\n")
     first = invoke(store.home.root, "logs", "j", "--attempt", "1")
     assert first.exit_code == 0 and first.output == "first\n"  # one stream: no label
 
 
-def test_logs_reads_attempts_numerically_not_alphabetically(tmp_path: Path) -> None:
+def test_logs_reads_runs_by_number(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     add(store, "j")
-    run_once(store, "j", 0)
+    run_once(store, "j", 0, out=b"run 1\n")
     folder = store.home.logs / "j"
-    folder.mkdir()
-    for n in (2, 9, 10):  # "10" sorts before "9" as text
-        (folder / f"{n}.out").write_bytes(f"attempt {n}\n".encode())
-    assert invoke(store.home.root, "logs", "j").output == "attempt 10\n"
+    for n in (2, 9, 10):
+        (folder / f"{n}.out").write_bytes(f"run {n}\n".encode())
+    assert invoke(store.home.root, "logs", "j").output == "run 1\n"  # its latest real run
+    assert invoke(store.home.root, "logs", "j", "--run", "10").output == "run 10\n"
+    assert invoke(store.home.root, "logs", "j", "--attempt", "9").output == "run 9\n"
 
 
 def test_logs_says_when_an_attempt_left_no_output(tmp_path: Path) -> None:
@@ -123,8 +123,8 @@ def test_logs_says_when_an_attempt_left_no_output(tmp_path: Path) -> None:
     run_once(store, "quiet", 0)
     result = invoke(store.home.root, "logs", "quiet")
     assert result.exit_code == 0
-    assert "no output recorded for any attempt of quiet" in result.output
-    assert "attempt 4 of quiet" in invoke(store.home.root, "logs", "quiet", "-a", "4").output
+    assert "no output recorded for the latest run of quiet" in result.output
+    assert "run 4 of quiet" in invoke(store.home.root, "logs", "quiet", "-a", "4").output
 
 
 def test_logs_of_an_unknown_job_fails(tmp_path: Path) -> None:
@@ -134,7 +134,6 @@ def test_logs_of_an_unknown_job_fails(tmp_path: Path) -> None:
     assert "no job with id 'ghost'" in result.output
 
 
-@pytest.mark.xfail(strict=True, reason="logs --follow returns 0 silently for an unknown id")
 def test_logs_follow_of_an_unknown_job_fails(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     assert invoke(store.home.root, "logs", "ghost", "--follow").exit_code == 1
@@ -154,11 +153,6 @@ def test_logs_follow_prints_what_is_recorded_until_the_job_leaves_processing(
     assert store.locate("f") is not None and store.locate("f")[0] is JobState.COMPLETED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="log files are named by attempts, which a DLQ retry resets: the run after the "
-    "retry shows the output of the first run before it",
-)
 def test_logs_after_a_dlq_retry_do_not_show_an_earlier_run(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     marker = tmp_path / "second-time"

@@ -103,11 +103,11 @@ def test_logs_prints_each_stream_and_says_when_there_is_none(tmp_path: Path) -> 
     result = invoke(home, "logs", "o")
     assert result.exit_code == 0
     assert "out-1\n" in result.output and "err\n" in result.output
-    assert "--- attempt 1 stderr" in result.output
+    assert "--- run 1 stderr" in result.output
     quiet = invoke(home, "logs", "quiet")
     assert quiet.exit_code == 0 and "no output recorded" in quiet.output
     assert invoke(home, "logs", "missing").exit_code == 1
-    assert "no output recorded for attempt 7" in invoke(home, "logs", "o", "--attempt", "7").output
+    assert "no output recorded for run 7" in invoke(home, "logs", "o", "--attempt", "7").output
 
 
 def test_wait_returns_when_another_process_finishes_the_job(tmp_path: Path) -> None:
