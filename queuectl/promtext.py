@@ -9,6 +9,7 @@ run time and queue wait, all computed from the state folders and the journal, so
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Final
@@ -19,30 +20,46 @@ from queuectl.observe import attempt_figures
 from queuectl.registry import live_workers
 from queuectl.store import Store
 
-__all__ = ["BUCKETS", "render", "snapshot"]
+__all__ = ["BUCKETS", "cached_records", "render", "snapshot"]
 
 BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
 """Seconds; from a shell builtin to an hour-long batch job."""
 
 
 class _JournalCache:
-    """Re-reads the journal only when its segments changed (names, sizes), so a dashboard
-    scraped every few seconds does not re-parse an unchanged journal."""
+    """Re-reads a journal only when its segments changed, so a dashboard scraped every few
+    seconds does not re-parse an unchanged journal. One entry per journal folder, keyed by
+    each segment's name, size, mtime and inode."""
 
     def __init__(self) -> None:
-        self._stamp: tuple[tuple[str, int], ...] | None = None
-        self._records: list[dict[str, Any]] = []
+        self._entries: dict[str, tuple[tuple[Any, ...], list[dict[str, Any]]]] = {}
+        self._guard = threading.Lock()
 
     def records(self, store: Store) -> list[dict[str, Any]]:
         directory = store.home.journal
-        stamp = tuple(sorted((e.name, e.stat().st_size) for e in os.scandir(directory)))
-        if stamp != self._stamp:
-            self._records = [r.data for r in scan(directory).records]
-            self._stamp = stamp
-        return self._records
+        stamp = tuple(
+            sorted(
+                (e.name, e.stat().st_size, e.stat().st_mtime_ns, e.inode())
+                for e in os.scandir(directory)
+            )
+        )
+        key = str(directory)
+        with self._guard:
+            cached = self._entries.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        records = [r.data for r in scan(directory).records]
+        with self._guard:
+            self._entries[key] = (stamp, records)
+        return records
 
 
 _cache = _JournalCache()
+
+
+def cached_records(store: Store) -> list[dict[str, Any]]:
+    """The journal's records, re-read only when it changed (shared by /metrics and the page)."""
+    return _cache.records(store)
 
 
 def snapshot(store: Store) -> dict[str, Any]:

@@ -26,14 +26,15 @@ from urllib.parse import parse_qs, urlsplit
 from queuectl.errors import QueueError, UsageError
 from queuectl.job import ID_PATTERN, JobState, utcnow
 from queuectl.maintenance import purge
-from queuectl.observe import attempts, journal_records
-from queuectl.promtext import render, snapshot
+from queuectl.observe import attempts
+from queuectl.promtext import cached_records, render, snapshot
 from queuectl.registry import live_workers
 from queuectl.store import Store
 
 __all__ = ["PAGE_SIZE", "Dashboard", "check_bind"]
 
 PAGE_SIZE: Final = 50
+LOOPBACK_NAMES: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 LOG_TAIL_BYTES: Final = 4096
 
 
@@ -99,7 +100,7 @@ class Dashboard:
         job = self.store.load(job_id)
         return {
             "job": job.to_dict(),
-            "attempts": attempts(journal_records(self.store), job_id),
+            "attempts": attempts(cached_records(self.store), job_id),
             "logs": self._log_tails(job_id),
         }
 
@@ -186,7 +187,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorized(self) -> bool:
         token = self.app.token
         if not token:
-            return True
+            # Without a token only loopback names are served: a foreign Host header means a
+            # page on another site reached us through DNS rebinding.
+            host = urlsplit("//" + self.headers.get("Host", "")).hostname or ""
+            if host in LOOPBACK_NAMES:
+                return True
+            self._send(HTTPStatus.MISDIRECTED_REQUEST, {"error": "unexpected Host header"})
+            return False
         given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         given = given or self._route()[1].get("token", [""])[0]
         if hmac.compare_digest(given.encode(), token.encode()):

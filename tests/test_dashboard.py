@@ -264,3 +264,16 @@ def test_dashboard_command_serves_until_interrupted(tmp_path: Path) -> None:
     finally:
         proc.send_signal(2)
         assert proc.wait(timeout=30) == 0
+
+
+def test_a_foreign_host_header_is_refused_without_a_token(server: tuple[str, Path, Any]) -> None:
+    """DNS rebinding: a page on another site that resolves its name to 127.0.0.1 sends its own
+    Host header; without a token only loopback names are served."""
+    base, _, _ = server
+    request = urllib.request.Request(base + "/", headers={"Host": "evil.example:8787"})
+    try:
+        urllib.request.urlopen(request, timeout=30)
+        raise AssertionError("a foreign Host was served")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 421
+    assert get(base.replace("127.0.0.1", "localhost") + "/api/status")[0] == 200

@@ -215,3 +215,23 @@ def test_snapshot_counts_states_and_outcomes_and_rereads_only_a_changed_journal(
     grown = parse(promtext.render(promtext.snapshot(store)))
     assert len(fresh_cache) == 2, "a grown journal was not parsed again"
     assert by_label(grown["queuectl_jobs"], "state")["pending"] == 1
+
+
+def test_journal_cache_never_mixes_two_homes_with_equal_sizes(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from queuectl.cli import cli
+    from queuectl.home import Home
+    from queuectl.promtext import cached_records
+    from queuectl.store import Store
+
+    stores = []
+    for name in ("aaa", "bbb"):
+        home = tmp_path / name
+        spec = f'{{"id": "{name}", "command": "true"}}'
+        assert CliRunner().invoke(cli, ["--home", str(home), "enqueue", spec]).exit_code == 0
+        stores.append(Store(Home(home)))
+    sizes = [(s.home.journal / "00000001.log").stat().st_size for s in stores]
+    assert sizes[0] == sizes[1]
+    assert [r["job"]["id"] for r in cached_records(stores[0])] == ["aaa"]
+    assert [r["job"]["id"] for r in cached_records(stores[1])] == ["bbb"]
