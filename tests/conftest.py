@@ -76,3 +76,151 @@ def cli_home(tmp_path: Path) -> Path:
     path = tmp_path / "qhome"
     os.environ.pop("QUEUECTL_HOME", None)
     return path
+
+
+# ---------------------------------------------------------------- process-level helpers
+# (appended for the worker / concurrency / recovery / signals / drops tests)
+
+
+def pid_gone(pid: int) -> bool:
+    """True once ``pid`` no longer runs: no such process, or only a zombie left."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    # the state letter follows the ")" that closes the command name
+    return data[data.rindex(b")") + 2 : data.rindex(b")") + 3] in (b"Z", b"X")
+
+
+def read_pid(path: Path) -> int:
+    return int(path.read_text().split()[0])
+
+
+def journal_records(home: Path) -> list[dict]:
+    """Every valid journal record of a home, in file order."""
+    from queuectl.journal import scan
+
+    return [record.data for record in scan(home / "journal").records]
+
+
+def job_events(home: Path, job_id: str) -> list[tuple[str, dict]]:
+    """(event, job after the change) for every journal record about one job."""
+    return [
+        (r["event"], r["job"])
+        for r in journal_records(home)
+        if isinstance(r.get("job"), dict) and r["job"].get("id") == job_id
+    ]
+
+
+def enqueue_job(home: Path, job: dict) -> str:
+    """``queuectl enqueue JSON`` as a real process; returns the new id."""
+    result = run_cli(home, "enqueue", json.dumps(job))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"process {proc.pid} still running after {timeout}s") from None
+
+
+def live_worker_info(home: Path) -> list[dict]:
+    result = run_cli(home, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["workers"]
+
+
+def _command_pids(home: Path) -> list[int]:
+    """Processes started by a worker of ``home`` (their environment names the home and a job)."""
+    marker = f"QUEUECTL_HOME={home}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                env = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if marker in env and any(v.startswith(b"QUEUECTL_JOB_ID=") for v in env):
+            found.append(int(entry))
+    return found
+
+
+class Procs:
+    """Background processes of one test; everything is SIGKILLed at teardown, including
+    the process groups of job commands that outlived their worker."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.homes: list[Path] = []
+
+    def worker(
+        self,
+        home: Path,
+        *args: str,
+        log: Path | None = None,
+        umask: int = -1,
+        stderr: int | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """``worker start ARGS`` in the background; stderr (its log) goes to ``log``, or to
+        the descriptor ``stderr``, else nowhere."""
+        if home not in self.homes:
+            self.homes.append(home)
+        handle = open(log, "ab") if log else None  # noqa: SIM115
+        if handle is not None:
+            stderr = handle.fileno()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "queuectl", "--home", str(home), "worker", "start", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL if stderr is None else stderr,
+                umask=umask,
+            )
+        finally:
+            if handle is not None:
+                handle.close()
+        self.procs.append(proc)
+        return proc
+
+    def watch_home(self, home: Path) -> None:
+        if home not in self.homes:
+            self.homes.append(home)
+
+    def cleanup(self) -> None:
+        import signal
+
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        for home in self.homes:
+            for pid in _command_pids(home):
+                try:
+                    group = os.getpgid(pid)
+                    if group != os.getpgrp():  # never our own group
+                        os.killpg(group, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+@pytest.fixture
+def procs(request: pytest.FixtureRequest) -> Procs:
+    tracker = Procs()
+    request.addfinalizer(tracker.cleanup)
+    return tracker
+
+
+@pytest.fixture
+def qhome(home: Home, procs: Procs) -> Path:
+    """The root of a fresh private home whose leftover job commands are killed at teardown."""
+    procs.watch_home(home.root)
+    return home.root
