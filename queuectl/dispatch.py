@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import select
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -259,12 +260,12 @@ class Dispatcher(threading.Thread):
         (gone, still being written, or rejected with a reason).
         """
         try:
-            raw = path.read_bytes()
+            raw, st = _read_regular(path)
             if mtime is None and state is JobState.PENDING:
-                mtime = os.lstat(path).st_mtime
+                mtime = st.st_mtime
             data = json.loads(raw)
         except (OSError, ValueError):
-            return now, 0
+            return now, 0  # a symlink, FIFO or junk: the claim rejects it with a reason
         if not isinstance(data, dict):
             return now, 0
         since = min(mtime, now) if mtime is not None else now
@@ -318,6 +319,18 @@ class Dispatcher(threading.Thread):
     def close(self) -> None:
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+def _read_regular(path: Path) -> tuple[bytes, os.stat_result]:
+    """Read a small regular file without following a symlink or blocking on a FIFO."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 4 << 20:
+            raise OSError("not a small regular file")
+        return os.pread(fd, st.st_size + 1, 0), st
+    finally:
+        os.close(fd)
 
 
 def _is_candidate(name: str) -> bool:

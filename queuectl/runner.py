@@ -143,10 +143,14 @@ def _wait(pid: int, execution: Execution) -> tuple[int, bool]:
         return _reap(pid, execution), False
     with execution._guard:
         execution._signal_group(signal.SIGTERM)
-    if not _exited_within(pid, KILL_GRACE_SECONDS):
-        with execution._guard:
-            execution._signal_group(signal.SIGKILL)
-    return _reap(pid, execution), True
+    _exited_within(pid, KILL_GRACE_SECONDS)
+    code = _reap(pid, execution) if _exited_within(pid, 0) else None
+    # Members that ignore SIGTERM may outlive the shell: the grace is over for all of them.
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return (code if code is not None else _reap(pid, execution)), True
 
 
 def _exited_within(pid: int, seconds: float) -> bool:

@@ -10,8 +10,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from .conftest import (
     Procs,
     enqueue_job,
@@ -179,11 +177,6 @@ def test_symlink_is_rejected_and_its_target_never_runs(
 IN_ACCESS, IN_OPEN = 0x1, 0x20
 
 
-@pytest.mark.xfail(
-    reason="BUG: Dispatcher._schedule reads every pending/ file with path.read_bytes(), "
-    "which follows a symlink and opens its target",
-    strict=True,
-)
 def test_symlink_target_is_never_opened(qhome: Path, procs: Procs, tmp_path: Path) -> None:
     worker = _ready_worker(qhome, procs)
     target = tmp_path / "target.json"
@@ -209,12 +202,6 @@ def test_symlink_target_is_never_opened(qhome: Path, procs: Procs, tmp_path: Pat
     _stop(worker)
 
 
-@pytest.mark.xfail(
-    reason="BUG: Dispatcher._schedule opens a FIFO in pending/ with a blocking read "
-    "(path.read_bytes()); the dispatcher thread hangs, no new job is ever indexed and the "
-    "worker cannot even be stopped by SIGTERM",
-    strict=True,
-)
 def test_fifo_in_pending_does_not_hang_the_worker(
     qhome: Path, procs: Procs, tmp_path: Path
 ) -> None:

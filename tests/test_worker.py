@@ -102,11 +102,6 @@ def test_timeout_kills_the_whole_process_group(qhome: Path, procs: Procs, tmp_pa
         wait_until(lambda pid=pid: pid_gone(pid), timeout=10, message=f"pid {pid} to be gone")
 
 
-@pytest.mark.xfail(
-    reason="BUG: runner._wait sends SIGKILL after the grace only if /bin/sh itself is still "
-    "alive; a group member that ignores SIGTERM outlives the timeout forever",
-    strict=True,
-)
 def test_timeout_kills_group_members_that_ignore_sigterm(
     qhome: Path, procs: Procs, tmp_path: Path
 ) -> None:
