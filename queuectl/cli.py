@@ -362,20 +362,7 @@ def show(ctx: Context, job_id: str, as_json: bool) -> None:
     runs = attempts(journal_records(ctx.store), job_id)
     if runs:
         click.echo()
-        rows = [
-            [
-                h.get("run"),
-                h.get("outcome"),
-                h.get("exit_code"),
-                h.get("started_at"),
-                h.get("duration"),
-                h.get("worker"),
-                _clip(h.get("error") or "", 40),
-            ]
-            for h in runs
-        ]
-        headers = ["run", "outcome", "exit", "started", "seconds", "worker", "error"]
-        click.echo(tabulate(rows, headers=headers))
+        click.echo(_attempts_table(runs))
 
 
 # -------------------------------------------------------------------- dlq

@@ -32,11 +32,12 @@ class Registration:
     fd: int
 
     def close(self) -> None:
+        """Unlist the worker but keep the lock: the kernel drops it when the process has
+        really exited, the moment ``worker stop`` waits for."""
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
-        os.close(self.fd)
 
 
 def register(directory: Path, threads: int, burst: bool) -> Registration:

@@ -112,11 +112,12 @@ class WorkerPool:
             self.dispatcher.close()
             self.outputs.discard()
             self.store.discard_blanks()
-            registration.close()
         if self.dispatcher.error is not None:
             self.log(f"error: {self.dispatcher.error}")
+            registration.close()
             return 1
         self.log("worker stopped")
+        registration.close()  # unlisted last; its lock goes only when the process exits
         return 0
 
     def request_stop(self, now: bool = False) -> None:

@@ -102,12 +102,6 @@ def test_worker_stop_stops_every_worker_and_waits_for_them(qhome: Path, procs: P
     assert [wait_exit(worker, timeout=30) for worker in workers] == [0, 0]
 
 
-@pytest.mark.xfail(
-    reason="BUG: WorkerPool.run releases the registration lock (Registration.close) before "
-    "its last log line and interpreter exit, so `worker stop` can return while the worker "
-    "process still runs",
-    strict=True,
-)
 def test_worker_stop_returns_only_once_the_workers_have_exited(
     qhome: Path, procs: Procs, tmp_path: Path
 ) -> None:
