@@ -106,8 +106,9 @@ class RunnableIndex:
             target.append(entry)
         return True
 
-    def take(self) -> tuple[JobState, str] | None:
-        """Block until a job is runnable (or the index is closed, then None)."""
+    def take(self, block: bool = True) -> tuple[JobState, str] | None:
+        """Block until a job is runnable (or the index is closed, then None); with
+        ``block=False``, None at once when nothing is runnable now."""
         with self._cond:
             while not self._closed:
                 now = self._clock()
@@ -119,6 +120,8 @@ class RunnableIndex:
                         continue  # superseded (claimed, or re-added for later)
                     del self._queued[key]
                     return JobState(state), name
+                if not block:
+                    return None
                 self._cond.wait(self._waiting[0][0] - now if self._waiting else None)
             return None
 

@@ -110,21 +110,19 @@ def write_tmp(tmp_dir: Path, stem: str, data: bytes) -> tuple[Path, int]:
     return path, fd
 
 
-def reuse_tmp(blank: Path, tmp_dir: Path, stem: str, data: bytes) -> tuple[Path, int] | None:
+def reuse_tmp(blank: Path, data: bytes) -> tuple[Path, int] | None:
     """Like ``write_tmp`` but overwriting an old file instead of creating one; None on failure.
 
     Creating a file means allocating an inode, which on a busy ext4 block group costs up to
-    a millisecond here, more than everything else a commit does. The blank is renamed to its
-    new tmp name first, so recovery finds it by job id exactly like a fresh tmp file (and
-    checks the id inside, since a crash may leave old content under the new name).
+    a millisecond here, more than everything else a commit does. The blank keeps its hidden
+    ``.blank.*.tmp`` name until it is published, so a crash before that leaves only scratch
+    that fsck removes; the job is then recovered as if its worker died mid-run (it was not
+    journaled yet), which is what a crash before the publish step means anyway.
     """
-    path = tmp_name(tmp_dir, stem)
     try:
-        os.rename(blank, path)
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(blank, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         _unlink_quietly(blank)
-        _unlink_quietly(path)
         return None
     try:
         view = memoryview(data)
@@ -134,9 +132,9 @@ def reuse_tmp(blank: Path, tmp_dir: Path, stem: str, data: bytes) -> tuple[Path,
         os.ftruncate(fd, len(data))
     except OSError:
         os.close(fd)
-        _unlink_quietly(path)
+        _unlink_quietly(blank)
         return None
-    return path, fd
+    return blank, fd
 
 
 def sync_all(fds: list[int], paths: list[Path]) -> None:

@@ -75,8 +75,12 @@ def utcnow() -> datetime:
 
 def format_time(moment: datetime) -> str:
     """ISO 8601 UTC with milliseconds and a Z, e.g. ``2026-11-23T12:30:00.123Z``."""
+    m = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    # strftime goes through the time module and libc on every call; this is several times
+    # cheaper, and timestamps are made several times per job.
     return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T"
+        f"{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond // 1000:03d}Z"
     )
 
 
@@ -90,7 +94,11 @@ def parse_time(text: str) -> datetime:
 def new_job_id(now: datetime | None = None) -> str:
     """Generated ids sort by creation time, so ``ls pending/`` is roughly FIFO order."""
     moment = now or utcnow()
-    return moment.strftime("%Y%m%d-%H%M%S-") + f"{moment.microsecond:06d}-{secrets.token_hex(3)}"
+    m = moment
+    return (
+        f"{m.year:04d}{m.month:02d}{m.day:02d}-{m.hour:02d}{m.minute:02d}{m.second:02d}-"
+        f"{m.microsecond:06d}-{secrets.token_hex(3)}"
+    )
 
 
 def validate_id(value: object) -> str:
@@ -162,16 +170,17 @@ class Job:
             data.setdefault(key, value)
         return data
 
-    def to_json(self) -> bytes:
-        """The file text: one key per line, as ``json.dumps(indent=2)`` lays out a flat object.
+    def encoded_fields(self) -> list[tuple[str, str]]:
+        """Each (key, value) as JSON text, encoded once per state change and then laid out
+        twice: as the job file (``file_text``) and inside the journal record
+        (``object_text``)."""
+        return [
+            (_KEY_TEXT.get(key) or _dumps(key), _encode_value(value))
+            for key, value in self.to_dict().items()
+        ]
 
-        ``indent`` makes the json module fall back to its pure-Python encoder; encoding each
-        value with the C encoder is several times faster, and this runs once per state change.
-        """
-        lines = ",\n".join(
-            f"  {_dumps(key)}: {_dumps(value)}" for key, value in self.to_dict().items()
-        )
-        return ("{\n" + lines + "\n}\n").encode()
+    def to_json(self) -> bytes:
+        return file_text(self.encoded_fields())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
@@ -216,6 +225,31 @@ class Job:
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+_KEY_TEXT: Final = {name: _dumps(name) for name in Job.__dataclass_fields__}
+
+
+def _encode_value(value: object) -> str:
+    """JSON text of one value: the C encoder, skipped for the commonest trivial cases."""
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return str(value)
+    return _dumps(value)
+
+
+def file_text(fields: list[tuple[str, str]]) -> bytes:
+    """The job file: one key per line, as ``json.dumps(indent=2)`` lays out a flat object
+    (``indent`` itself would make the json module use its pure-Python encoder)."""
+    text = "{\n" + ",\n".join(f"  {key}: {value}" for key, value in fields) + "\n}\n"
+    return text.encode("utf-8", "backslashreplace")
+
+
+def object_text(fields: list[tuple[str, str]]) -> str:
+    """The same object on one line, for a journal record (encode it as ``file_text`` does).
+
+    A lone surrogate (from a ``\\ud800`` escape in a stored file's free-text field) cannot be
+    encoded as UTF-8; ``backslashreplace`` turns it back into that same JSON escape."""
+    return "{" + ",".join(f"{key}:{value}" for key, value in fields) + "}"
 
 
 def parse_object(raw: bytes | str) -> dict[str, Any]:
@@ -340,7 +374,19 @@ def _require_cwd(value: object) -> str:
         raise InvalidJob("'cwd' must be an absolute path")
     if len(value) > 4096:
         raise InvalidJob("'cwd' is too long")
+    if not _is_unicode(value):
+        raise InvalidJob("'cwd' is not valid Unicode text")
     return value
+
+
+def _is_unicode(text: str) -> bool:
+    """False for text holding lone surrogates (JSON escapes like \\ud800): nothing can
+    pass those to a program."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _require_env(value: object) -> dict[str, str]:
@@ -353,4 +399,6 @@ def _require_env(value: object) -> dict[str, str]:
             raise InvalidJob(f"'env' has an invalid variable name {key[:40]!r}")
         if not isinstance(item, str) or "\x00" in item:
             raise InvalidJob(f"'env' value of {key} must be a string without NUL bytes")
+        if not _is_unicode(item):
+            raise InvalidJob(f"'env' value of {key} is not valid Unicode text")
     return dict(value)

@@ -19,8 +19,16 @@ from typing import Final
 
 from queuectl.job import utcnow
 from queuectl.scheduler import Outcome, OutcomeKind
+from queuectl.spawn import spawn_shell
 
-__all__ = ["KILL_GRACE_SECONDS", "Execution", "run_command"]
+__all__ = [
+    "KILL_GRACE_SECONDS",
+    "Execution",
+    "finish_command",
+    "run_command",
+    "start_command",
+    "unstartable",
+]
 
 KILL_GRACE_SECONDS: Final = 5.0
 """After a timeout the group gets SIGTERM, then SIGKILL if it is still there this much later."""
@@ -37,7 +45,8 @@ class Execution:
     """A command in flight; ``kill()`` may be called from any thread (forced stop)."""
 
     command: str
-    env: dict[str, str]
+    env: list[bytes]
+    """``KEY=VALUE`` entries (see ``spawn.Environment``)."""
     lock_fd: int
     stdout_fd: int
     stderr_fd: int
@@ -49,6 +58,7 @@ class Execution:
     _killed: bool = False
 
     cancelled: bool = False
+    started_at: datetime = field(default_factory=utcnow, repr=False)
 
     def kill(self) -> None:
         with self._guard:
@@ -89,41 +99,53 @@ class Execution:
 
 
 def run_command(execution: Execution) -> Outcome:
-    started = utcnow()
+    """Start the command and wait for it: ``start_command`` then ``finish_command``."""
+    failed = start_command(execution)
+    return failed if failed is not None else finish_command(execution)
+
+
+def start_command(execution: Execution) -> Outcome | None:
+    """Start the command; None once it runs, or the outcome of an attempt that could not
+    start. Split from ``finish_command`` so a worker thread can do other work in between."""
+    execution.started_at = utcnow()
     try:
         pid = _spawn(execution)
     except OSError as exc:
-        return Outcome(
-            OutcomeKind.SPAWN_FAILED,
-            error=f"cannot start /bin/sh: {exc.strerror}",
-            started_at=started,
-            finished_at=utcnow(),
-        )
+        return unstartable(exc.strerror, execution.started_at)
     with execution._guard:
         execution._pid = pid
         if execution._killed:
             execution._signal_group(signal.SIGKILL)
-    code, timed_out = _wait(pid, execution)
+    return None
+
+
+def unstartable(reason: str | None, started: datetime | None = None) -> Outcome:
+    """The outcome of an attempt whose command could not be started."""
+    now = utcnow()
+    return Outcome(
+        OutcomeKind.SPAWN_FAILED,
+        error=f"cannot start /bin/sh: {reason}",
+        started_at=started or now,
+        finished_at=now,
+    )
+
+
+def finish_command(execution: Execution) -> Outcome:
+    """Wait for a started command to exit (enforcing its timeout) and say how it ended."""
+    code, timed_out = _wait(execution._pid, execution)
     finished = utcnow()
-    return _outcome(code, timed_out, execution, started, finished)
+    return _outcome(code, timed_out, execution, execution.started_at, finished)
 
 
 def _spawn(execution: Execution) -> int:
-    """``posix_spawn`` (vfork in glibc) in a new session: about a fifth of the Python work of
-    ``subprocess.Popen`` per job. Our descriptors are all close-on-exec; only stdin, the two
-    output files and the lock (as fd 3) reach the command."""
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_DUP2, execution.stdout_fd, 1),
-        (os.POSIX_SPAWN_DUP2, execution.stderr_fd, 2),
-        (os.POSIX_SPAWN_DUP2, execution.lock_fd, LOCK_FD_IN_CHILD),
-    ]
-    return os.posix_spawn(
-        "/bin/sh",
-        ["/bin/sh", "-c", execution.command],
+    """Only stdin, the two output files and the lock (as fd 3) reach the command: every
+    other descriptor of ours is close-on-exec."""
+    return spawn_shell(
+        execution.command,
         execution.env,
-        file_actions=actions,
-        setsid=True,
+        stdout=execution.stdout_fd,
+        stderr=execution.stderr_fd,
+        lock=execution.lock_fd,
     )
 
 

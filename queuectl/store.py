@@ -49,12 +49,14 @@ from queuectl.job import (
     ID_PATTERN,
     Job,
     JobState,
+    file_text,
     format_time,
     job_from_input,
+    object_text,
     parse_time,
     utcnow,
 )
-from queuectl.journal import Journal
+from queuectl.journal import Journal, frame_payload
 
 __all__ = [
     "DROP_GRACE_SECONDS",
@@ -271,9 +273,18 @@ class Store:
         if not changes:
             return
         withdraw = all(c.exclusive and c.remove is None for c in changes)
-        published = self._write_and_publish(changes, keep_locked=withdraw)
+        encoded = [c.job.encoded_fields() for c in changes]
+        published = self._write_and_publish(
+            changes, keep_locked=withdraw, texts=[file_text(fields) for fields in encoded]
+        )
         try:
-            self.journal.append([_record(c.event, c.job) for c in changes])
+            stamp, pid = format_time(utcnow()), os.getpid()
+            self.journal.append_lines(
+                [
+                    _record_line(c.event, stamp, pid, fields)
+                    for c, fields in zip(changes, encoded, strict=True)
+                ]
+            )
         except BaseException:
             if withdraw:
                 unlink_all(published.paths)
@@ -289,17 +300,19 @@ class Store:
         published = self._write_and_publish(changes, keep_locked=False)
         self._unlink_old(changes, published.paths)
 
-    def _write_and_publish(self, changes: list[Change], keep_locked: bool) -> _Published:
+    def _write_and_publish(
+        self, changes: list[Change], keep_locked: bool, texts: list[bytes] | None = None
+    ) -> _Published:
         """Steps 1-2: durable tmp files, renamed into their folders, folders fsynced."""
         tmps: list[Path] = []
         fds: list[int] = []
         try:
-            for change in changes:
-                data = change.job.to_json()
+            for number, change in enumerate(changes):
+                data = texts[number] if texts is not None else change.job.to_json()
                 reused = None
                 blank = self._blanks.take()
                 if blank is not None and not keep_locked:
-                    reused = reuse_tmp(blank, self.home.tmp, change.job.id, data)
+                    reused = reuse_tmp(blank, data)
                 elif blank is not None:
                     self._blanks.put(blank)
                 path, fd = reused or write_tmp(self.home.tmp, change.job.id, data)
@@ -748,10 +761,19 @@ class Store:
             except (OSError, InvalidJob):
                 continue
             if candidate.id != job.id:
-                continue  # a reused blank that still holds another job's old text
+                continue  # the name says one job, the text another: not ours to publish
             if candidate.rev > job.rev and (best is None or candidate.rev > best[1].rev):
                 best = (Path(entry.path), candidate)
         return best
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _record_line(event: str, stamp: str, pid: int, fields: list[tuple[str, str]]) -> bytes:
+    """The journal line of ``_record``, built from the job's already encoded fields."""
+    head = f'{{"ts":{_dumps(stamp)},"event":{_dumps(event)},"pid":{pid},"job":'
+    return frame_payload(f"{head}{object_text(fields)}}}".encode("utf-8", "backslashreplace"))
 
 
 def _record(event: str, job: Job) -> dict[str, object]:

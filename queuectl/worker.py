@@ -12,7 +12,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Final
 
@@ -23,8 +23,9 @@ from queuectl.job import Job, JobState, format_time, parse_time, utcnow
 from queuectl.outputs import OutputFiles, OutputPool
 from queuectl.pipeline import CommitQueue
 from queuectl.registry import register
-from queuectl.runner import Execution, run_command
-from queuectl.scheduler import after_attempt
+from queuectl.runner import Execution, finish_command, start_command, unstartable
+from queuectl.scheduler import Outcome, after_attempt
+from queuectl.spawn import Environment
 from queuectl.store import Change, Claim, ClaimMiss, Store
 
 __all__ = ["MAX_THREADS", "WorkerPool"]
@@ -67,8 +68,11 @@ class WorkerPool:
         self._busy = 0
         self._running: dict[str, Execution] = {}
         self._signals = 0
-        self._base_env = dict(os.environ)
-        self._base_env["QUEUECTL_HOME"] = str(store.home.root)
+        base_env = dict(os.environ)
+        base_env["QUEUECTL_HOME"] = str(store.home.root)
+        for inherited in ("QUEUECTL_JOB_ID", "QUEUECTL_ATTEMPT", "QUEUECTL_RUN", "QUEUECTL_CWD"):
+            base_env.pop(inherited, None)  # a worker started from inside a job
+        self._environment = Environment(base_env)
         self.commits: CommitQueue | None = None
         self.outputs = OutputPool(store.home.tmp, store.home.logs, spare=2 * threads + 4)
         self.dispatcher = Dispatcher(
@@ -97,7 +101,7 @@ class WorkerPool:
             for i in range(self.threads)
         ]
         self.outputs.refill()
-        self.commits = CommitQueue(self.store, self.log, self.outputs)
+        self.commits = CommitQueue(self.store, self.log, self.outputs, self._commands_running)
         self.dispatcher.start()
         for thread in pool:
             thread.start()
@@ -158,6 +162,9 @@ class WorkerPool:
         self.log("burst: nothing pending, running or waiting for a retry")
         self.request_stop(now=False)
 
+    def _commands_running(self) -> bool:
+        return bool(self._running)  # a dict's truth is atomic under the GIL
+
     def _is_idle(self) -> bool:
         with self._guard:
             return self._busy == 0
@@ -165,49 +172,82 @@ class WorkerPool:
     # ---------------------------------------------------------------- one thread
 
     def _thread_main(self) -> None:
-        while not self.stopping.is_set():
-            item = self.index.take()
-            if item is None:
-                return
-            with self._guard:
-                self._busy += 1
-            try:
-                self._try_job(*item)
-            except QueueError as exc:
-                self.log(f"error: {exc}")
-            finally:
-                with self._guard:
-                    self._busy -= 1
-                if self.burst and not len(self.index):
-                    self.dispatcher.wake()  # maybe the home is drained now
-
-    def _try_job(self, state: JobState, name: str) -> None:
+        """Claim, start, wait, settle, in a pipeline: a finished attempt is settled (its
+        outcome decided and handed to the committer) only once the thread's next command
+        has started, so that bookkeeping overlaps a running command instead of delaying the
+        next start. With nothing else to start, it is settled at once."""
         worker = f"{self.name}:{threading.current_thread().name.rsplit('-', 1)[-1]}"
+        finished: _Attempt | None = None
+        try:
+            while not self.stopping.is_set():
+                item = self.index.take(block=finished is None)
+                if item is None:
+                    if finished is None:
+                        return  # the index was closed
+                    self._settle(finished)
+                    finished = None
+                    continue
+                running = self._begin(worker, *item)
+                if finished is not None:
+                    self._settle(finished)
+                    finished = None
+                if running is not None:
+                    finished = self._wait(running)
+        finally:
+            if finished is not None:
+                self._settle(finished)
+
+    def _begin(self, worker: str, state: JobState, name: str) -> _Attempt | None:
+        with self._guard:
+            self._busy += 1
+        try:
+            attempt = self._claim_and_start(worker, state, name)
+        except QueueError as exc:
+            self.log(f"error: {exc}")
+            attempt = None
+        if attempt is None:
+            self._done_with_one()
+        return attempt
+
+    def _done_with_one(self) -> None:
+        with self._guard:
+            self._busy -= 1
+        if self.burst and not len(self.index):
+            self.dispatcher.wake()  # maybe the home is drained now
+
+    def _claim_and_start(self, worker: str, state: JobState, name: str) -> _Attempt | None:
         result = self.store.claim(name, state, worker, utcnow())
         if isinstance(result, ClaimMiss):
             if result.retry_at is not None:
                 self.index.add(state, name, result.retry_at)
             if result.rejected:
                 self.log(f"rejected {result.reason}")
-            return
+            return None
         if self.stopping.is_set():
             self.store.put_back(result)
-            return
-        self._execute(result)
+            return None
+        return self._start(result)
 
-    def _execute(self, claim: Claim) -> None:
-        assert self.commits is not None
+    def _start(self, claim: Claim) -> _Attempt:
         job = claim.job
         attempt = job.attempts + 1
         output = self.outputs.take()
-        env = {**self._base_env, **job.env}
-        env.update(
-            QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(attempt), QUEUECTL_RUN=str(job.runs + 1)
-        )
+        own = {
+            **job.env,
+            "QUEUECTL_JOB_ID": job.id,
+            "QUEUECTL_ATTEMPT": str(attempt),
+            "QUEUECTL_RUN": str(job.runs + 1),
+        }
         command = job.command
         if job.cwd:
-            env["QUEUECTL_CWD"] = job.cwd
+            own["QUEUECTL_CWD"] = job.cwd
             command = f'cd -- "$QUEUECTL_CWD" || exit 127\n{command}'
+        try:
+            env = self._environment.block(own)
+        except OSError as exc:  # a hand-edited file: validation keeps these out otherwise
+            env, unusable = [], exc.strerror
+        else:
+            unusable = None
         timeout = job.timeout if job.timeout is not None else self.store.config.get("job-timeout")
         execution = Execution(
             command=command,
@@ -220,12 +260,37 @@ class WorkerPool:
         )
         with self._guard:
             self._running[job.id] = execution
-        try:
+        failed = start_command(execution) if unusable is None else unstartable(unusable)
+        if failed is None:
             self.log(f"started {job.id} (attempt {attempt}): {_short(job.command)}")
-            outcome = run_command(execution)
+        return _Attempt(claim, execution, output, failed)
+
+    def _wait(self, running: _Attempt) -> _Attempt:
+        try:
+            if running.outcome is None:
+                running.outcome = finish_command(running.execution)
         finally:
             with self._guard:
-                del self._running[job.id]
+                del self._running[running.claim.job.id]
+        return running
+
+    def _settle(self, finished: _Attempt) -> None:
+        try:
+            self._record(finished)
+        except QueueError as exc:
+            self.log(f"error: {exc}")
+        finally:
+            self._done_with_one()
+
+    def _record(self, finished: _Attempt) -> None:
+        assert self.commits is not None and finished.outcome is not None
+        claim, execution, output, outcome = (
+            finished.claim,
+            finished.execution,
+            finished.output,
+            finished.outcome,
+        )
+        job = claim.job
         kept: OutputFiles | None = output
         alone = execution.group_gone()  # no leftover process holds the job's files
         if alone and self.outputs.give_back(output):
@@ -258,6 +323,17 @@ class WorkerPool:
 
         change = Change(updated, updated.state.value, remove=claim.path, recycle=alone)
         self.commits.submit(change, claim, recorded, kept)
+
+
+@dataclass
+class _Attempt:
+    """A claimed job whose command was started; ``outcome`` is set once it has ended (or
+    at once, when it could not start)."""
+
+    claim: Claim
+    execution: Execution
+    output: OutputFiles
+    outcome: Outcome | None = None
 
 
 def _due(next_run_at: str | None) -> float:

@@ -162,10 +162,10 @@ def test_enqueue_never_replaces_a_file_that_appeared_meanwhile(store: Store) -> 
 def test_enqueue_whose_journal_append_fails_leaves_nothing(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(records: list[dict[str, Any]]) -> None:
+    def broken(lines: list[bytes]) -> None:
         raise StorageError("cannot append to the journal: No space left on device")
 
-    monkeypatch.setattr(store.journal, "append", broken)
+    monkeypatch.setattr(store.journal, "append_lines", broken)
     with pytest.raises(StorageError):
         store.enqueue([new_job("a"), new_job("b")])
     assert names(store, "pending") == []
