@@ -200,6 +200,9 @@ class Dispatcher(threading.Thread):
         next_recovery = time.monotonic() + self.recovery_interval
         try:
             while not self.stopping.is_set():
+                if self.on_drained is not None and self._drained():
+                    self.on_drained()
+                    return
                 timeout = max(0.0, min(next_rescan, next_recovery) - time.monotonic())
                 readable = [self._wake_r] + ([watcher.fileno()] if watcher else [])
                 ready, _, _ = select.select(readable, [], [], timeout)
@@ -215,9 +218,6 @@ class Dispatcher(threading.Thread):
                 if now >= next_recovery:
                     self.recover()
                     next_recovery = time.monotonic() + self.recovery_interval
-                if self.on_drained is not None and self._drained():
-                    self.on_drained()
-                    return
         finally:
             if watcher is not None:
                 watcher.close()
@@ -247,6 +247,8 @@ class Dispatcher(threading.Thread):
             entries = self.store.job_entries(state)
             directory = home.state_dir(state)
             for start in range(0, len(entries), RESCAN_CHUNK):
+                if self.stopping.is_set():
+                    return  # a deep queue takes seconds to read: do not hold up a stop
                 now = time.time()
                 chunk = []
                 for mtime_ns, name in entries[start : start + RESCAN_CHUNK]:

@@ -7,11 +7,12 @@ their jobs back, unchanged, where they were claimed from.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Final
@@ -101,10 +102,11 @@ class WorkerPool:
             for i in range(self.threads)
         ]
         self.outputs.refill()
-        self.commits = CommitQueue(self.store, self.log, self.outputs, self._commands_running)
-        self.dispatcher.start()
-        for thread in pool:
-            thread.start()
+        with _stop_signals_for_this_thread_only():
+            self.commits = CommitQueue(self.store, self.log, self.outputs, self._commands_running)
+            self.dispatcher.start()
+            for thread in pool:
+                thread.start()
         try:
             for thread in pool:
                 thread.join()
@@ -334,6 +336,22 @@ class _Attempt:
     execution: Execution
     output: OutputFiles
     outcome: Outcome | None = None
+
+
+STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+@contextlib.contextmanager
+def _stop_signals_for_this_thread_only() -> Iterator[None]:
+    """Start threads with SIGTERM and SIGINT blocked, so the kernel always delivers them to
+    the main thread. CPython runs handlers only in the main thread, and a signal that lands
+    on another thread does not wake a main thread blocked in ``join``: once, a benchmark's
+    SIGTERM left a worker serving for minutes. (Commands get an empty mask: spawn.py.)"""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _due(next_run_at: str | None) -> float:

@@ -173,3 +173,36 @@ def test_worker_stop_without_workers_exits_1_with_a_message(qhome: Path) -> None
     assert result.stderr.startswith("queuectl: error:")
     assert "no workers" in result.stderr
     assert json.loads(run_cli(qhome, "status", "--json").stdout)["workers"] == []
+
+
+def _blocked_signals(status: str) -> int:
+    line = next(x for x in status.splitlines() if x.startswith("SigBlk:"))
+    return int(line.split()[1], 16)
+
+
+def test_only_the_main_thread_receives_stop_signals_and_commands_receive_them_too(
+    qhome: Path, procs: Procs, tmp_path: Path
+) -> None:
+    """CPython runs signal handlers in the main thread only, and a SIGTERM that the kernel
+    hands to another thread does not wake a main thread blocked in join(): every other
+    thread must block the stop signals. The commands must not inherit that mask."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    mask_file = tmp_path / "mask"
+    command = (
+        f"grep SigBlk /proc/self/status > {mask_file}; touch {started}; "
+        f"while [ ! -e {release} ]; do sleep 0.05; done"
+    )
+    enqueue_job(qhome, {"id": "S", "command": command})
+    worker = procs.worker(qhome, "--count", "2", log=tmp_path / "worker.log")
+    wait_until(started.exists, message="the job to start")
+    stop_bits = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+    tasks = Path(f"/proc/{worker.pid}/task")
+    masks = {int(t.name): _blocked_signals((t / "status").read_text()) for t in tasks.iterdir()}
+    assert len(masks) >= 4  # main, dispatcher, committer, two worker threads
+    assert masks.pop(worker.pid) & stop_bits == 0
+    assert all(mask & stop_bits == stop_bits for mask in masks.values()), masks
+    assert _blocked_signals(mask_file.read_text()) == 0
+    release.touch()
+    os.kill(worker.pid, signal.SIGTERM)
+    assert wait_exit(worker) == 0
+    assert jobs_in(qhome, "completed") == ["S"]

@@ -193,3 +193,20 @@ def test_idle_worker_wakes_up_for_a_job_enqueued_later(
     assert worker.poll() is None
     os.kill(worker.pid, signal.SIGTERM)
     assert wait_exit(worker) == 0
+
+
+def test_commands_get_default_sigpipe_and_an_empty_signal_mask(qhome: Path, procs: Procs) -> None:
+    """CPython ignores SIGPIPE; a job's pipeline must not inherit that (``yes`` would then
+    report 'Broken pipe' instead of being stopped quietly by the signal)."""
+    command = "yes | head -1 > /dev/null; grep -E '^Sig(Blk|Ign)' /proc/self/status"
+    enqueue_job(qhome, {"id": "pipe", "command": command})
+    assert wait_exit(procs.worker(qhome, "--burst")) == 0
+    job = read_job(qhome, "completed", "pipe")
+    assert job["last_exit_code"] == 0
+    assert (qhome / "logs" / "pipe" / "1.err").read_text() == ""  # no "yes: Broken pipe"
+    fields = dict(
+        line.split(":\t") for line in (qhome / "logs" / "pipe" / "1.out").read_text().splitlines()
+    )
+    assert int(fields["SigBlk"], 16) == 0
+    sigpipe_bit = 1 << (signal.SIGPIPE - 1)
+    assert int(fields["SigIgn"], 16) & sigpipe_bit == 0
