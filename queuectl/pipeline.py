@@ -29,6 +29,13 @@ COMMIT_WINDOW_SECONDS: Final = 0.002
 commands of this worker are still running)."""
 
 MAX_BATCH: Final = 64
+"""Outcomes per commit: beyond this a batch saves nothing more, and a commit whose files
+must be created (no recycled blanks yet) should not grow without bound."""
+
+MAX_QUEUED: Final = 256
+"""Outcomes waiting for the committer before worker threads stop and wait for it. Each holds
+the job's lock and maybe its two output files open: unbounded, a slow disk would let the
+threads run ahead until the process ran out of file descriptors."""
 
 
 @dataclass
@@ -65,8 +72,10 @@ class CommitQueue:
         output: OutputFiles | None = None,
     ) -> None:
         with self._cond:
+            while len(self._items) >= MAX_QUEUED and not self._closed:
+                self._cond.wait()  # backpressure: see MAX_QUEUED
             self._items.append(_Item(change, claim, on_done, output))
-            self._cond.notify()
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Commit everything still queued, then stop the committer thread."""
@@ -81,7 +90,8 @@ class CommitQueue:
                 while not self._items and not self._closed:
                     self._cond.wait()
                 self._linger()
-                batch, self._items = self._items, []
+                batch, self._items = self._items[:MAX_BATCH], self._items[MAX_BATCH:]
+                self._cond.notify_all()  # room for submitters held back by MAX_QUEUED
                 if not batch and self._closed:
                     return
             self._commit(batch)
