@@ -286,20 +286,21 @@ class Dispatcher(threading.Thread):
         home = self.store.home
         for state in (JobState.PENDING, JobState.FAILED):
             entries = self.store.job_entries(state)
-            directory = home.state_dir(state)
+            directory = str(home.state_dir(state))
             for start in range(0, len(entries), RESCAN_CHUNK):
                 if self.stopping.is_set():
                     return  # a deep queue takes seconds to read: do not hold up a stop
                 now = time.time()
                 chunk = []
                 for mtime_ns, name in entries[start : start + RESCAN_CHUNK]:
-                    due, priority = self._schedule(state, directory / name, now, mtime_ns / 1e9)
+                    path = f"{directory}/{name}"
+                    due, priority = self._schedule(state, path, now, mtime_ns / 1e9)
                     chunk.append((state, name, due, priority))
                 self.index.add_many(chunk)
                 yield True
 
     def _schedule(
-        self, state: JobState, path: Path, now: float, mtime: float | None = None
+        self, state: JobState, path: str | Path, now: float, mtime: float | None = None
     ) -> tuple[float, int]:
         """(runnable from, priority) of a job file, read leniently.
 
@@ -396,7 +397,7 @@ def _scheduling_fields(raw: bytes, state: JobState) -> tuple[object, int] | None
     return wanted, priority
 
 
-def _read_regular(path: Path) -> tuple[bytes, os.stat_result]:
+def _read_regular(path: str | Path) -> tuple[bytes, os.stat_result]:
     """Read a small regular file without following a symlink or blocking on a FIFO."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:

@@ -221,15 +221,22 @@ def enqueue_single(base: Path, runs: int = 10) -> tuple[float, float]:
 
 
 def completion_rate(home: Path, first: int | None = None) -> float:
-    """Jobs/s between the first and the last of the (first N) completions in the journal."""
-    stamps = sorted(
-        parse_time(r.data["ts"]).timestamp()
+    """Jobs/s of the (first N) completed jobs: N over the time from the earliest of their
+    starts to the last of their recorded completions.
+
+    Completions are stamped once per commit, and a commit holds several outcomes: timing from
+    the first stamp would leave out the jobs of the first commit's span, which flatters a
+    drain of 100 jobs (~60 ms) by 10% or more, and a drain of thousands not at all.
+    """
+    done = sorted(
+        (parse_time(r.data["ts"]).timestamp(), parse_time(r.data["job"]["started_at"]).timestamp())
         for r in scan(home / "journal").records
         if r.data.get("event") == "completed"
     )
     if first is not None:
-        stamps = stamps[:first]
-    return (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-6)
+        done = done[:first]
+    begin = min(started for _, started in done)
+    return len(done) / max(done[-1][0] - begin, 1e-6)
 
 
 def depth(base: Path, deep: int, threads: int = 4, shallow_runs: int = 5) -> dict[str, float]:
