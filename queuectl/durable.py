@@ -16,6 +16,7 @@ import errno
 import itertools
 import os
 import secrets
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
@@ -26,6 +27,7 @@ __all__ = [
     "FILE_MODE",
     "fsync_dir",
     "fsync_fd",
+    "read_regular_file",
     "rename_noreplace",
     "reuse_tmp",
     "sync_all",
@@ -178,6 +180,22 @@ def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -
         return False
     os.unlink(src)
     return True
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
+    """Read a small regular file that may be hostile: no symlink is followed, a FIFO or
+    socket is refused instead of blocking the reader forever, and nothing over ``limit``
+    bytes is read. Raises OSError (FileNotFoundError when it is gone)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", os.fspath(path))
+        return os.pread(fd, limit + 1, 0)[:limit]
+    finally:
+        os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -25,7 +25,7 @@ from queuectl.journal import scan
 from queuectl.rebuild import existing_job_files, journal_jobs
 from queuectl.registry import live_workers
 from queuectl.scheduler import Outcome, OutcomeKind, after_attempt
-from queuectl.store import Change, Store
+from queuectl.store import Change, Store, read_job_file
 
 __all__ = ["Finding", "fsck"]
 
@@ -298,7 +298,7 @@ def _keep_newest(store: Store, paths: list[Path]) -> str:
     ranked = []
     for path in paths:
         try:
-            job = Job.from_json(path.read_bytes())
+            job = Job.from_json(read_job_file(path))
         except (OSError, InvalidJob):
             continue
         # Highest rev first; on a tie, a copy whose text agrees with its folder.
@@ -331,7 +331,7 @@ def _check_against_journal(store: Store, offline: bool) -> list[Finding]:
             continue
         path = settled[0]
         try:
-            on_disk = Job.from_json(path.read_bytes())
+            on_disk = Job.from_json(read_job_file(path))
         except (OSError, InvalidJob):
             continue  # dropped files not yet adopted; rejected by workers if invalid
         journaled = jobs.get(job_id)

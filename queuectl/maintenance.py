@@ -30,7 +30,7 @@ from queuectl.journal import (
     snapshot_path,
 )
 from queuectl.rebuild import DELETED, latest_records
-from queuectl.store import Store
+from queuectl.store import Store, read_job_file
 
 __all__ = ["CompactReport", "cleanup", "compact", "purge"]
 
@@ -72,7 +72,7 @@ def purge(store: Store, job_ids: list[str], now: datetime) -> tuple[list[str], l
     for job_id in job_ids:
         path = store.home.job_path(JobState.DEAD, job_id)
         try:
-            job = Job.from_json(path.read_bytes())
+            job = Job.from_json(read_job_file(path))
             os.unlink(path)
         except (OSError, ValueError):
             missing.append(job_id)

@@ -18,7 +18,7 @@ from queuectl.errors import InvalidJob, QueueError
 from queuectl.job import ID_PATTERN, Job, JobState
 from queuectl.journal import JournalScan, Record, scan
 from queuectl.registry import live_workers
-from queuectl.store import Change, Store
+from queuectl.store import Change, Store, read_job_file
 
 __all__ = ["DELETED", "RebuildReport", "existing_job_files", "latest_records", "rebuild"]
 
@@ -132,6 +132,6 @@ def _remove(paths: list[Path], report: RebuildReport) -> None:
 
 def _same_content(path: Path, job: Job) -> bool:
     try:
-        return path.read_bytes() == job.to_json()
+        return read_job_file(path) == job.to_json()
     except OSError:
         return False

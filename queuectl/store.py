@@ -37,6 +37,7 @@ from queuectl.durable import (
     FILE_MODE,
     fsync_dir,
     fsync_fd,
+    read_regular_file,
     rename_noreplace,
     reuse_tmp,
     sync_all,
@@ -64,6 +65,7 @@ __all__ = [
     "Claim",
     "ClaimMiss",
     "Store",
+    "read_job_file",
     "with_state",
 ]
 
@@ -210,9 +212,11 @@ class Store:
                 break
             state, path = found
             try:
-                job = Job.from_json(path.read_bytes())
+                job = Job.from_json(read_job_file(path))
             except FileNotFoundError:
                 continue
+            except OSError as exc:
+                raise QueueError(f"cannot read job file {path}: {exc.strerror}") from None
             except InvalidJob as exc:
                 raise QueueError(f"job file {path} is damaged: {exc}") from None
             job.state = state  # the folder is authoritative (processing keeps the old text)
@@ -252,8 +256,8 @@ class Store:
                 return
             path = self.home.state_dir(state) / name
             try:
-                job = Job.from_json(path.read_bytes())
-            except (FileNotFoundError, InvalidJob, OSError):
+                job = Job.from_json(read_job_file(path))
+            except (InvalidJob, OSError):
                 continue  # moved meanwhile, or a drop not yet adopted
             job.state = state
             produced += 1
@@ -743,7 +747,7 @@ class Store:
             if state is JobState.PROCESSING:
                 continue
             try:
-                other = Job.from_json(self.home.job_path(state, job.id).read_bytes())
+                other = Job.from_json(read_job_file(self.home.job_path(state, job.id)))
             except (OSError, InvalidJob):
                 continue
             if other.rev > job.rev and other.state is state:
@@ -757,7 +761,7 @@ class Store:
             if len(parts) != 4 or parts[0] != job.id or parts[3] != "tmp":
                 continue
             try:
-                candidate = Job.from_json(Path(entry.path).read_bytes())
+                candidate = Job.from_json(read_job_file(entry.path))
             except (OSError, InvalidJob):
                 continue
             if candidate.id != job.id:
@@ -778,6 +782,12 @@ def _record_line(event: str, stamp: str, pid: int, fields: list[tuple[str, str]]
 
 def _record(event: str, job: Job) -> dict[str, object]:
     return {"ts": format_time(utcnow()), "event": event, "pid": os.getpid(), "job": job.to_dict()}
+
+
+def read_job_file(path: str | os.PathLike[str]) -> bytes:
+    """A job file's bytes, never blocking on a FIFO or following a symlink someone put in a
+    state folder (``list`` and ``show`` once hung on a FIFO in pending/)."""
+    return read_regular_file(path, MAX_JOB_FILE_BYTES)
 
 
 def _distrust(st: os.stat_result) -> str | None:

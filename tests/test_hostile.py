@@ -244,3 +244,33 @@ def test_new_home_and_files_are_private(tmp_path: Path) -> None:
         assert (home / name).stat().st_mode & 0o777 == 0o700
     assert (home / "pending" / "p.json").stat().st_mode & 0o777 == 0o600
     assert (home / "journal" / "00000001.log").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("folder", ["pending", "completed", "dead"])
+def test_a_fifo_in_a_state_folder_never_blocks_list_or_show(tmp_path: Path, folder: str) -> None:
+    """Opening a FIFO for reading blocks until a writer comes: the readers must refuse it."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    run = CliRunner().invoke(
+        cli, ["--home", str(home), "enqueue", '{"id": "ok", "command": "true"}']
+    )
+    assert run.exit_code == 0, run.output
+    os.mkfifo(home / folder / "pipe.json", 0o600)
+
+    def queuectl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "queuectl", "--home", str(home), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,  # a hang fails the test instead of the whole run
+        )
+
+    listed = queuectl("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "ok" in listed.stdout
+    shown = queuectl("show", "pipe")
+    assert shown.returncode == 1
+    assert "not a regular file" in shown.stderr
+    assert "Traceback" not in shown.stderr
