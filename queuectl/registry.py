@@ -42,8 +42,14 @@ class Registration:
 
 def register(directory: Path, threads: int, burst: bool) -> Registration:
     path = directory / f"{os.getpid()}.json"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # a stale file of a dead pid is never locked
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a stale file of a dead pid is never locked
+        # Between our open and our lock, a 'worker stop' or 'status' may have found the file
+        # unlocked and removed it as stale: then we hold a lock on a name nobody can find.
+        if _still_named(path, fd):
+            break
+        os.close(fd)
     os.ftruncate(fd, 0)
     info = {
         "pid": os.getpid(),
@@ -54,6 +60,13 @@ def register(directory: Path, threads: int, burst: bool) -> Registration:
     }
     os.pwrite(fd, json.dumps(info).encode(), 0)
     return Registration(path, fd)
+
+
+def _still_named(path: Path, fd: int) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _is_locked(path: Path) -> bool:
@@ -101,7 +114,7 @@ def _remove_stale(path: Path) -> None:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.path.exists(path) and os.stat(path).st_ino == os.fstat(fd).st_ino:
+        if _still_named(path, fd):
             os.unlink(path)
     except BlockingIOError:
         pass

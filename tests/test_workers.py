@@ -9,6 +9,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from .conftest import jobs_in, run_cli, start_worker, wait_until
 
 
@@ -104,3 +106,32 @@ def test_orphaned_command_keeps_its_job_until_it_ends_then_it_runs_again(tmp_pat
             os.kill(orphan, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_registration_survives_a_stale_file_sweep_between_its_open_and_its_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'worker stop' removes unlocked registration files as stale; a worker that has just
+    created its file but not locked it yet must not end up locking a removed file."""
+    import fcntl
+
+    from queuectl import registry
+
+    real_flock = fcntl.flock
+    swept = []
+
+    def flock_after_a_sweep(fd: int, operation: int) -> None:
+        if not swept and operation == fcntl.LOCK_EX:
+            swept.append(True)
+            registry.live_workers(tmp_path, clean_stale=True)  # finds it unlocked: stale
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(registry.fcntl, "flock", flock_after_a_sweep)
+    registration = registry.register(tmp_path, threads=1, burst=False)
+    monkeypatch.setattr(registry.fcntl, "flock", real_flock)
+    try:
+        assert swept
+        assert [w["pid"] for w in registry.live_workers(tmp_path)] == [os.getpid()]
+    finally:
+        registration.close()
+        os.close(registration.fd)
