@@ -118,6 +118,12 @@ class RunnableIndex:
     def take(self, block: bool = True) -> tuple[JobState, str] | None:
         """Block until a job is runnable (or the index is closed, then None); with
         ``block=False``, None at once when nothing is runnable now."""
+        entry = self.take_entry(block)
+        return None if entry is None else (entry[0], entry[1])
+
+    def take_entry(self, block: bool = True) -> tuple[JobState, str, float, int] | None:
+        """``take``, with the entry's runnable-since time and priority, so that an entry taken
+        too early can be put back with ``add`` exactly where it was."""
         with self._cond:
             while not self._closed:
                 now = self._clock()
@@ -127,8 +133,8 @@ class RunnableIndex:
                     key = (state, name)
                     if key not in self._queued or self._queued[key][0] > now:
                         continue  # superseded (claimed, or re-added for later)
-                    del self._queued[key]
-                    return JobState(state), name
+                    due, priority = self._queued.pop(key)
+                    return JobState(state), name, due, priority
                 if not block:
                     return None
                 self._cond.wait(self._waiting[0][0] - now if self._waiting else None)

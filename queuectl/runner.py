@@ -78,6 +78,14 @@ class Execution:
         with self._guard:
             self._signal_group(signal.SIGKILL)
 
+    def exited_within(self, seconds: float) -> bool:
+        """True once the started command has exited (not reaped yet), waiting up to
+        ``seconds`` for it. False when that cannot be known (no pidfd support)."""
+        try:
+            return _exited_within(self._pid, seconds)
+        except OSError:
+            return False
+
     def group_gone(self) -> bool:
         """True when no process of the command's process group is left (after the run)."""
         if not self._pid:

@@ -64,6 +64,7 @@ __all__ = [
     "Change",
     "Claim",
     "ClaimMiss",
+    "Prepared",
     "Store",
     "read_job_file",
     "with_state",
@@ -105,6 +106,22 @@ class Claim:
     fd: int
     path: Path
     origin: JobState
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass
+class Prepared:
+    """A job file opened, locked, checked and parsed, but not claimed (still in its folder)."""
+
+    job: Job
+    fd: int
+    path: Path
+    origin: JobState
+    inode: int
 
     def release(self) -> None:
         if self.fd >= 0:
@@ -469,12 +486,22 @@ class Store:
     # ---------------------------------------------------------------- claims
 
     def claim(self, name: str, state: JobState, worker: str, now: datetime) -> Claim | ClaimMiss:
-        """Try to take ``<state>/<name>`` for this process.
+        """Try to take ``<state>/<name>`` for this process: ``prepare_claim`` then
+        ``complete_claim``.
 
         Order matters: lock first, then verify the path still names the locked file, then
         rename. Every other claimer or recoverer needs the same lock, so at most one of them
         can get past the lock for a given file, and the rename publishes the claim atomically.
         """
+        prepared = self.prepare_claim(name, state, now)
+        if isinstance(prepared, ClaimMiss):
+            return prepared
+        return self.complete_claim(prepared, worker, now)
+
+    def prepare_claim(self, name: str, state: JobState, now: datetime) -> Prepared | ClaimMiss:
+        """Open, lock, check and parse a job file without taking it: nothing changes on disk.
+        While the returned ``Prepared`` is open, other claimers find the file busy; ``release``
+        it to let them have it (a worker holds one only while its current command ends)."""
         src = Path(f"{self.home.root}/{state.value}/{name}")  # hot path: no pathlib parsing
         opened = self._open_locked(src)
         if isinstance(opened, ClaimMiss):
@@ -491,19 +518,37 @@ class Store:
                 due = _timestamp(wanted)
                 if due > now.timestamp():
                     return self._miss_closing(opened, "not due", retry_at=due)
-            dst = self.home.job_path(JobState.PROCESSING, job.id)
-            try:
-                if not rename_noreplace(opened.path, dst):
-                    return self._miss_closing(opened, "already in processing")
-            except FileNotFoundError:
-                return self._miss_closing(opened, "gone")
-            job.worker = worker
-            job.started_at = format_time(now)
-            return Claim(job=job, fd=opened.fd, path=dst, origin=state)
         except BaseException:
             if opened.fd >= 0:
                 os.close(opened.fd)
             raise
+        return Prepared(job, opened.fd, opened.path, state, opened.st.st_ino)
+
+    def complete_claim(self, prepared: Prepared, worker: str, now: datetime) -> Claim | ClaimMiss:
+        """Take a prepared job: the rename into ``processing/`` is the claim."""
+        fd, src, job = prepared.fd, prepared.path, prepared.job
+        prepared.fd = -1  # ownership of the descriptor moves to the Claim (or is closed)
+        try:
+            current = os.lstat(src)  # still the file we locked (nobody replaced the name)?
+        except FileNotFoundError:
+            current = None
+        if current is None or current.st_ino != prepared.inode:
+            os.close(fd)
+            return ClaimMiss("gone")
+        dst = self.home.job_path(JobState.PROCESSING, job.id)
+        try:
+            moved = rename_noreplace(src, dst)
+        except FileNotFoundError:
+            moved = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if not moved:
+            os.close(fd)
+            return ClaimMiss("already in processing")
+        job.worker = worker
+        job.started_at = format_time(now)
+        return Claim(job=job, fd=fd, path=dst, origin=prepared.origin)
 
     def _open_locked(self, src: Path) -> _Opened | ClaimMiss:
         try:
@@ -597,7 +642,7 @@ class Store:
         if canonical != opened.path:
             os.unlink(opened.path)
         os.close(opened.fd)
-        opened.fd, opened.path = fd, canonical
+        opened.fd, opened.path, opened.st = fd, canonical, os.fstat(fd)
         self.journal.append(
             [
                 {

@@ -27,11 +27,14 @@ from queuectl.registry import register
 from queuectl.runner import Execution, finish_command, start_command, unstartable
 from queuectl.scheduler import Outcome, after_attempt
 from queuectl.spawn import Environment
-from queuectl.store import Change, Claim, ClaimMiss, Store
+from queuectl.store import Change, Claim, ClaimMiss, Prepared, Store
 
 __all__ = ["MAX_THREADS", "WorkerPool"]
 
 MAX_THREADS: Final = 256
+
+LOOK_AHEAD_SECONDS: Final = 0.005
+"""How long a thread holds the next job, prepared, waiting for its current command to end."""
 
 CONFIG_RECHECK_SECONDS: Final = 0.5
 """A running worker notices ``config set`` within this long."""
@@ -180,24 +183,78 @@ class WorkerPool:
         next start. With nothing else to start, it is settled at once."""
         worker = f"{self.name}:{threading.current_thread().name.rsplit('-', 1)[-1]}"
         finished: _Attempt | None = None
+        ahead: Prepared | None = None
         try:
             while not self.stopping.is_set():
-                item = self.index.take(block=finished is None)
-                if item is None:
-                    if finished is None:
-                        return  # the index was closed
-                    self._settle(finished)
-                    finished = None
-                    continue
-                running = self._begin(worker, *item)
+                if ahead is not None:
+                    running = self._begin_prepared(worker, ahead)
+                    ahead = None
+                else:
+                    item = self.index.take(block=finished is None)
+                    if item is None:
+                        if finished is None:
+                            return  # the index was closed
+                        self._settle(finished)
+                        finished = None
+                        continue
+                    running = self._begin(worker, *item)
                 if finished is not None:
                     self._settle(finished)
                     finished = None
                 if running is not None:
+                    ahead = self._look_ahead(running)
                     finished = self._wait(running)
         finally:
+            if ahead is not None:
+                ahead.release()
+                self._done_with_one()
             if finished is not None:
                 self._settle(finished)
+
+    def _look_ahead(self, running: _Attempt) -> Prepared | None:
+        """Prepare the next job (open, lock, read, check: ``Store.prepare_claim``) while the
+        current command runs, so that only the rename is left between that command's exit and
+        the next start. Held for at most ``LOOK_AHEAD_SECONDS``: for a longer command the
+        next job is released to the other threads and workers, exactly as it was."""
+        if running.outcome is not None:
+            return None  # it did not start: nothing to overlap with
+        entry = self.index.take_entry(block=False)
+        if entry is None:
+            return None
+        state, name, due, priority = entry
+        with self._guard:
+            self._busy += 1
+        try:
+            prepared = self.store.prepare_claim(name, state, utcnow())
+        except QueueError as exc:
+            self.log(f"error: {exc}")
+            prepared = None
+        if isinstance(prepared, ClaimMiss):
+            self._missed(state, name, prepared)
+            prepared = None
+        if prepared is not None and not running.execution.exited_within(LOOK_AHEAD_SECONDS):
+            prepared.release()
+            self.index.add(state, name, due, priority)
+            prepared = None
+        if prepared is None:
+            self._done_with_one()
+        return prepared
+
+    def _begin_prepared(self, worker: str, prepared: Prepared) -> _Attempt | None:
+        """``_begin`` for a job prepared by ``_look_ahead`` (already counted as busy)."""
+        attempt = None
+        try:
+            if self.stopping.is_set():
+                prepared.release()
+            else:
+                claim = self.store.complete_claim(prepared, worker, utcnow())
+                if not isinstance(claim, ClaimMiss):
+                    attempt = self._start(claim)
+        except QueueError as exc:
+            self.log(f"error: {exc}")
+        if attempt is None:
+            self._done_with_one()
+        return attempt
 
     def _begin(self, worker: str, state: JobState, name: str) -> _Attempt | None:
         with self._guard:
@@ -220,15 +277,18 @@ class WorkerPool:
     def _claim_and_start(self, worker: str, state: JobState, name: str) -> _Attempt | None:
         result = self.store.claim(name, state, worker, utcnow())
         if isinstance(result, ClaimMiss):
-            if result.retry_at is not None:
-                self.index.add(state, name, result.retry_at)
-            if result.rejected:
-                self.log(f"rejected {result.reason}")
+            self._missed(state, name, result)
             return None
         if self.stopping.is_set():
             self.store.put_back(result)
             return None
         return self._start(result)
+
+    def _missed(self, state: JobState, name: str, miss: ClaimMiss) -> None:
+        if miss.retry_at is not None:
+            self.index.add(state, name, miss.retry_at)
+        if miss.rejected:
+            self.log(f"rejected {miss.reason}")
 
     def _start(self, claim: Claim) -> _Attempt:
         job = claim.job

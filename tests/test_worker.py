@@ -210,3 +210,26 @@ def test_commands_get_default_sigpipe_and_an_empty_signal_mask(qhome: Path, proc
     assert int(fields["SigBlk"], 16) == 0
     sigpipe_bit = 1 << (signal.SIGPIPE - 1)
     assert int(fields["SigIgn"], 16) & sigpipe_bit == 0
+
+
+def test_a_busy_thread_lets_go_of_the_next_job_it_looked_ahead_at(
+    qhome: Path, procs: Procs, tmp_path: Path
+) -> None:
+    """A worker thread prepares its next job (locked, unclaimed) while its command runs, but
+    only for a few milliseconds: behind a long command, that job stays free for others."""
+    started, release = tmp_path / "a-started", tmp_path / "release"
+    long_job = f"touch {started}; while [ ! -e {release} ]; do sleep 0.05; done"
+    enqueue_job(qhome, {"id": "A", "command": long_job})
+    enqueue_job(qhome, {"id": "B", "command": "echo B"})
+    first = procs.worker(qhome, "--count", "1", log=tmp_path / "first.log")
+    wait_until(started.exists, message="job A to start")
+    second = procs.worker(qhome, "--count", "1", log=tmp_path / "second.log")
+    # B can only complete while A still runs if the first worker let it go.
+    wait_until(lambda: jobs_in(qhome, "completed") == ["B"], message="B to complete")
+    assert read_job(qhome, "completed", "B")["worker"].split(":")[1] == str(second.pid)
+    assert jobs_in(qhome, "processing") == ["A"]
+    release.touch()
+    for worker in (first, second):
+        os.kill(worker.pid, signal.SIGTERM)
+        assert wait_exit(worker) == 0
+    assert sorted(jobs_in(qhome, "completed")) == ["A", "B"]
