@@ -38,6 +38,7 @@ __all__ = [
     "Journal",
     "JournalScan",
     "Record",
+    "decode_line",
     "encode_record",
     "frame_payload",
     "scan",
@@ -316,11 +317,12 @@ def iter_segment(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
     with open(path, "rb") as handle:
         offset = 0
         for line in handle:
-            yield offset, _decode(line)
+            yield offset, decode_line(line)
             offset += len(line)
 
 
-def _decode(line: bytes) -> dict[str, Any] | None:
+def decode_line(line: bytes) -> dict[str, Any] | None:
+    """One journal line's record; None for a damaged or torn line."""
     if len(line) < 11 or not line.endswith(b"\n") or line[8:9] != b" ":
         return None
     payload = line[9:-1]

@@ -213,8 +213,42 @@ def test_snapshot_counts_states_and_outcomes_and_rereads_only_a_changed_journal(
 
     assert run_cli(home_path, "enqueue", json.dumps({"command": "true"})).returncode == 0
     grown = parse(promtext.render(promtext.snapshot(store)))
-    assert len(fresh_cache) == 2, "a grown journal was not parsed again"
+    assert len(fresh_cache) == 1, "a grown journal was read whole, not from where it grew"
     assert by_label(grown["queuectl_jobs"], "state")["pending"] == 1
+    assert len(promtext.cached_records(store)) == len(journal_records_of(home_path))
+
+
+def journal_records_of(home: Path) -> list[dict]:
+    from queuectl.journal import scan
+
+    return [r.data for r in scan(home / "journal").records]
+
+
+def test_journal_cache_reads_appends_and_falls_back_to_a_full_read(
+    tmp_path: Path, fresh_cache: list[Path]
+) -> None:
+    """Appended lines are read from where the last read stopped (a torn last line waits for
+    its end); anything else, such as compaction, means a full read."""
+    home_path = tmp_path / "h"
+    assert run_cli(home_path, "enqueue", json.dumps({"id": "a", "command": "true"})).returncode == 0
+    store = Store(Home(home_path).ensure())
+    segment = home_path / "journal" / "00000001.log"
+    assert [r["job"]["id"] for r in promtext.cached_records(store)] == ["a"]
+
+    assert run_cli(home_path, "enqueue", json.dumps({"id": "b", "command": "true"})).returncode == 0
+    line_b = segment.read_bytes().splitlines(keepends=True)[1]
+    with open(segment, "ab") as handle:  # a writer caught mid-append
+        handle.write(line_b[:30])
+    assert [r["job"]["id"] for r in promtext.cached_records(store)] == ["a", "b"]
+    with open(segment, "ab") as handle:  # ... and done
+        handle.write(line_b[30:])
+    assert [r["job"]["id"] for r in promtext.cached_records(store)] == ["a", "b", "b"]
+    assert len(fresh_cache) == 1
+    assert promtext.cached_records(store) == journal_records_of(home_path)
+
+    assert run_cli(home_path, "journal", "compact", "--retention", "0s").returncode == 0
+    assert promtext.cached_records(store) == journal_records_of(home_path)
+    assert len(fresh_cache) == 2
 
 
 def test_journal_cache_never_mixes_two_homes_with_equal_sizes(tmp_path: Path) -> None:
