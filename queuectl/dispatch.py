@@ -219,6 +219,10 @@ class Dispatcher(threading.Thread):
         next_rescan = time.monotonic() + rescan_every
         next_recovery = time.monotonic() + self.recovery_interval
         next_chunk = time.monotonic()
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        if watcher is not None:
+            poller.register(watcher.fileno(), select.POLLIN)
         try:
             while not self.stopping.is_set():
                 now = time.monotonic()
@@ -233,8 +237,8 @@ class Dispatcher(threading.Thread):
                 due = min(next_rescan, next_recovery)
                 if self._scan is not None:
                     due = min(due, next_chunk)
-                readable = [self._wake_r] + ([watcher.fileno()] if watcher else [])
-                ready, _, _ = select.select(readable, [], [], max(0.0, due - time.monotonic()))
+                wait_ms = max(0, int((due - time.monotonic()) * 1000 + 0.999))
+                ready = {fd for fd, _ in poller.poll(wait_ms)}  # poll: fds may be >= 1024
                 if self._wake_r in ready:
                     _drain(self._wake_r)
                 if watcher is not None and watcher.fileno() in ready:
@@ -255,7 +259,8 @@ class Dispatcher(threading.Thread):
         pending_dir = self.store.home.state_dir(JobState.PENDING)
         for event in watcher.read():
             if event.directory is None:
-                self._start_scan()
+                # Events were lost: a scan under way listed the folders before them.
+                self._start_scan(restart=True)
                 self.check_cancel_requests()
             elif event.directory == self.store.home.cancel_requests:
                 if self.on_cancel is not None:
@@ -270,9 +275,10 @@ class Dispatcher(threading.Thread):
         for _ in self._scan_chunks():
             pass
 
-    def _start_scan(self) -> None:
-        """Begin a scan unless one is under way; its first chunk is read at once."""
-        if self._scan is None:
+    def _start_scan(self, restart: bool = False) -> None:
+        """Begin a scan unless one is under way (or start over); its first chunk is read at
+        once."""
+        if self._scan is None or restart:
             self._scan = self._scan_chunks()
             self._read_chunk()
 
@@ -318,7 +324,7 @@ class Dispatcher(threading.Thread):
             if mtime is None and state is JobState.PENDING:
                 mtime = st.st_mtime
             found = _scheduling_fields(raw, state)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return now, 0  # a symlink, FIFO or junk: the claim rejects it with a reason
         if found is None:
             return now, 0

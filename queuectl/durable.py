@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import itertools
 import os
 import secrets
@@ -125,6 +126,15 @@ def reuse_tmp(blank: Path, data: bytes) -> tuple[Path, int] | None:
         fd = os.open(blank, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         _unlink_quietly(blank)
+        return None
+    try:
+        # A command's leftover that left its process group (setsid) may still hold the old
+        # job's lock through fd 3; a file published from this inode would be born locked.
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError:
+        os.close(fd)
+        _unlink_quietly(blank)  # its holder keeps the inode; we take a fresh file
         return None
     try:
         view = memoryview(data)

@@ -94,8 +94,17 @@ class CommitQueue:
                 self._cond.notify_all()  # room for submitters held back by MAX_QUEUED
                 if not batch and self._closed:
                     return
-            self._commit(batch)
-            self.outputs.refill()
+            try:
+                self._commit(batch)
+                self.outputs.refill()
+            except Exception as exc:
+                # This thread must outlive any one batch: a dead committer would leave every
+                # outcome uncommitted and, once MAX_QUEUED are waiting, every worker thread
+                # blocked in submit(), a worker no signal could stop. Locks still held are
+                # let go, so recovery settles those jobs.
+                self.log(f"error: committer: {exc}")
+                for item in batch:
+                    item.claim.release()
 
     def _linger(self) -> None:
         """Wait up to ``COMMIT_WINDOW_SECONDS`` for more outcomes while commands are still

@@ -83,7 +83,7 @@ class Execution:
         ``seconds`` for it. False when that cannot be known (no pidfd support)."""
         try:
             return _exited_within(self._pid, seconds)
-        except OSError:
+        except (OSError, ValueError):
             return False
 
     def group_gone(self) -> bool:
@@ -187,8 +187,9 @@ def _exited_within(pid: int, seconds: float) -> bool:
     """Block on a pidfd (an event, not a poll loop) until the process exits or time is up."""
     pidfd = os.pidfd_open(pid)
     try:
-        ready, _, _ = select.select([pidfd], [], [], seconds)
-        return bool(ready)
+        poller = select.poll()  # not select(): a worker with many threads has fds >= 1024
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(max(0, int(seconds * 1000 + 0.999))))
     finally:
         os.close(pidfd)
 

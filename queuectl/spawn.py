@@ -124,6 +124,8 @@ def spawn_shell(command: str, env: list[bytes], stdout: int, stderr: int, lock: 
         argv_bytes = [_SHELL, b"-c", os.fsencode(command)]
     except UnicodeEncodeError as exc:
         raise OSError(0, f"cannot encode the command: {exc.reason}") from None
+    if min(stdout, stderr, lock) < 3:
+        raise OSError(0, "a descriptor for the command is numbered below 3")
     if _LIBC is None:
         return _spawn_with_gil(argv_bytes, env, stdout, stderr, lock)
     argv = (ctypes.c_char_p * 4)(*argv_bytes, None)
@@ -132,13 +134,14 @@ def spawn_shell(command: str, env: list[bytes], stdout: int, stderr: int, lock: 
     libc = _LIBC
     libc.actions_init(actions)
     try:
-        if (
+        failed = (
             libc.add_open(actions, 0, b"/dev/null", os.O_RDONLY, 0)
             or libc.add_dup2(actions, stdout, 1)
             or libc.add_dup2(actions, stderr, 2)
             or libc.add_dup2(actions, lock, 3)
-        ):
-            raise OSError(ctypes.get_errno(), "cannot prepare the child's descriptors")
+        )
+        if failed:  # these return the error number itself
+            raise OSError(failed, f"cannot prepare the child's descriptors: {os.strerror(failed)}")
         pid = ctypes.c_int(0)
         code = libc.spawn(ctypes.byref(pid), _SHELL, actions, libc.attr, argv, envp)
     finally:

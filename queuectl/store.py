@@ -532,6 +532,9 @@ class Store:
             current = os.lstat(src)  # still the file we locked (nobody replaced the name)?
         except FileNotFoundError:
             current = None
+        except BaseException:
+            os.close(fd)
+            raise
         if current is None or current.st_ino != prepared.inode:
             os.close(fd)
             return ClaimMiss("gone")

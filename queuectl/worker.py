@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from types import FrameType
@@ -94,6 +95,7 @@ class WorkerPool:
 
     def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
+        _standard_descriptors_open()
         registration = register(self.store.home.workers, self.threads, self.burst)
         self._install_signal_handlers()
         mode = "burst mode" if self.burst else "until stopped"
@@ -226,19 +228,27 @@ class WorkerPool:
             self._busy += 1
         try:
             prepared = self.store.prepare_claim(name, state, utcnow())
-        except QueueError as exc:
+        except Exception as exc:  # the running command must still be waited for
             self.log(f"error: {exc}")
             prepared = None
+            self.index.add(state, name, time.time() + 1.0, priority)
         if isinstance(prepared, ClaimMiss):
             self._missed(state, name, prepared)
             prepared = None
-        if prepared is not None and not running.execution.exited_within(LOOK_AHEAD_SECONDS):
+        if prepared is not None and not self._ended_soon(running):
             prepared.release()
             self.index.add(state, name, due, priority)
             prepared = None
         if prepared is None:
             self._done_with_one()
         return prepared
+
+    def _ended_soon(self, running: _Attempt) -> bool:
+        try:
+            return running.execution.exited_within(LOOK_AHEAD_SECONDS)
+        except Exception as exc:  # never leave the prepared job locked over this
+            self.log(f"error: {exc}")
+            return False
 
     def _begin_prepared(self, worker: str, prepared: Prepared) -> _Attempt | None:
         """``_begin`` for a job prepared by ``_look_ahead`` (already counted as busy)."""
@@ -249,8 +259,9 @@ class WorkerPool:
             else:
                 claim = self.store.complete_claim(prepared, worker, utcnow())
                 if not isinstance(claim, ClaimMiss):
-                    attempt = self._start(claim)
-        except QueueError as exc:
+                    attempt = self._start_or_put_back(claim)
+        except Exception as exc:
+            prepared.release()
             self.log(f"error: {exc}")
         if attempt is None:
             self._done_with_one()
@@ -261,7 +272,7 @@ class WorkerPool:
             self._busy += 1
         try:
             attempt = self._claim_and_start(worker, state, name)
-        except QueueError as exc:
+        except Exception as exc:  # one job's trouble must not end the thread
             self.log(f"error: {exc}")
             attempt = None
         if attempt is None:
@@ -282,7 +293,17 @@ class WorkerPool:
         if self.stopping.is_set():
             self.store.put_back(result)
             return None
-        return self._start(result)
+        return self._start_or_put_back(result)
+
+    def _start_or_put_back(self, claim: Claim) -> _Attempt:
+        try:
+            return self._start(claim)
+        except Exception:
+            # Nothing ran (no output files to be had, say): the job goes back unchanged.
+            with self._guard:
+                self._running.pop(claim.job.id, None)
+            self.store.put_back(claim)
+            raise
 
     def _missed(self, state: JobState, name: str, miss: ClaimMiss) -> None:
         if miss.retry_at is not None:
@@ -396,6 +417,17 @@ class _Attempt:
     execution: Execution
     output: OutputFiles
     outcome: Outcome | None = None
+
+
+def _standard_descriptors_open() -> None:
+    """Give closed stdin/stdout/stderr /dev/null, so no job lock or output file of ours is
+    ever numbered 0-2: the spawn maps those onto the command's 0-3 in order, and a low source
+    descriptor would be overwritten before it is copied."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # takes the lowest free number: this one
 
 
 STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
