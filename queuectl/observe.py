@@ -129,34 +129,45 @@ def compute_stats(
 def attempt_figures(records: list[dict[str, Any]]) -> list[AttemptFigures]:
     """One AttemptFigures per attempt-ending record; queue wait runs from when the job last became
     runnable (its creation, or the record that put it back) to the attempt's start."""
-    runnable_since: dict[str, datetime] = {}
-    runs = _RunCounter()
-    found = []
-    for record in records:
-        job = record.get("job")
-        if not isinstance(job, dict):
-            continue
-        job_id = job.get("id")
-        event = record.get("event")
-        stamp = _time(record.get("ts"))
-        if event in ("enqueued", "retried"):
-            runnable_since[job_id] = _time(job.get("run_at")) or stamp or datetime.min
-        if not runs.ended_an_attempt(record) or stamp is None:
-            continue
-        started, finished = _time(job.get("started_at")), _time(job.get("finished_at"))
-        since = runnable_since.get(job_id) or _time(job.get("created_at"))
-        found.append(
-            AttemptFigures(
-                command=" ".join(str(job.get("command", "")).split())[:60],
-                outcome=_outcome_name(event, job),
-                finished=finished or stamp,
-                waited=_seconds(since, started),
-                ran=_seconds(started, finished),
+    folder = AttemptFolder()
+    folder.feed(records)
+    return folder.found
+
+
+class AttemptFolder:
+    """``attempt_figures`` as a running fold: records appended to a journal later can be fed
+    on their own (the metrics cache folds a growing journal once, not once per scrape)."""
+
+    def __init__(self) -> None:
+        self.runnable_since: dict[str, datetime] = {}
+        self.runs = _RunCounter()
+        self.found: list[AttemptFigures] = []
+
+    def feed(self, records: Iterable[dict[str, Any]]) -> None:
+        for record in records:
+            job = record.get("job")
+            if not isinstance(job, dict):
+                continue
+            job_id = job.get("id")
+            event = record.get("event")
+            stamp = _time(record.get("ts"))
+            if event in ("enqueued", "retried"):
+                self.runnable_since[job_id] = _time(job.get("run_at")) or stamp or datetime.min
+            if not self.runs.ended_an_attempt(record) or stamp is None:
+                continue
+            started, finished = _time(job.get("started_at")), _time(job.get("finished_at"))
+            since = self.runnable_since.get(job_id) or _time(job.get("created_at"))
+            self.found.append(
+                AttemptFigures(
+                    command=" ".join(str(job.get("command", "")).split())[:60],
+                    outcome=_outcome_name(event, job),
+                    finished=finished or stamp,
+                    waited=_seconds(since, started),
+                    ran=_seconds(started, finished),
+                )
             )
-        )
-        next_run = _time(job.get("next_run_at"))
-        runnable_since[job_id] = next_run or stamp
-    return found
+            next_run = _time(job.get("next_run_at"))
+            self.runnable_since[job_id] = next_run or stamp
 
 
 def _outcome_name(event: str, job: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from queuectl.job import JobState
 from queuectl.journal import decode_line, scan
-from queuectl.observe import attempt_figures
+from queuectl.observe import AttemptFolder
 from queuectl.registry import live_workers
 from queuectl.store import Store
 
@@ -35,6 +35,8 @@ class _Cached:
     end: int
     """Offset just past the last complete line read from the last file."""
     records: list[dict[str, Any]]
+    attempts: AttemptFolder
+    """The records folded into per-attempt figures, extended as the journal grows."""
 
 
 class _JournalCache:
@@ -48,23 +50,28 @@ class _JournalCache:
         self._guard = threading.Lock()
 
     def records(self, store: Store) -> list[dict[str, Any]]:
+        return self.current(store).records
+
+    def current(self, store: Store) -> _Cached:
+        """The journal as read and folded so far, brought up to date. One reader at a time
+        per process: the fold is extended in place."""
         directory = store.home.journal
-        files = _journal_files(directory)
         key = str(directory)
         with self._guard:
+            files = _journal_files(directory)
             cached = self._entries.get(key)
-        if cached is not None:
-            grown = _appended(directory, cached, files)
-            if grown is not None:
-                with self._guard:
+            if cached is not None:
+                grown = _appended(directory, cached, files)
+                if grown is not None:
                     self._entries[key] = grown
-                return grown.records
-        found = scan(directory)
-        records = [r.data for r in found.records]
-        end = _end_of_records(directory, files, found.records)
-        with self._guard:
-            self._entries[key] = _Cached(files, end, records)
-        return records
+                    return grown
+            found = scan(directory)
+            records = [r.data for r in found.records]
+            folder = AttemptFolder()
+            folder.feed(records)
+            end = _end_of_records(directory, files, found.records)
+            self._entries[key] = _Cached(files, end, records, folder)
+            return self._entries[key]
 
 
 def _journal_files(directory: Path) -> list[tuple[str, int, int]]:
@@ -107,7 +114,8 @@ def _appended(
         if record is None:
             return None  # damage: let a full read report it properly
         added.append(record)
-    return _Cached(files, cached.end + len(complete), cached.records + added)
+    cached.attempts.feed(added)
+    return _Cached(files, cached.end + len(complete), cached.records + added, cached.attempts)
 
 
 def _end_of_records(directory: Path, files: list[tuple[str, int, int]], found: list[Any]) -> int:
@@ -133,7 +141,7 @@ def cached_records(store: Store) -> list[dict[str, Any]]:
 
 def snapshot(store: Store) -> dict[str, Any]:
     """The numbers behind the metrics: counts, workers, and per-attempt figures."""
-    attempts = attempt_figures(_cache.records(store))
+    attempts = _cache.current(store).attempts.found
     return {
         "jobs": {state.value: store.count(state) for state in JobState},
         "workers": len(live_workers(store.home.workers)),

@@ -193,8 +193,28 @@ def test_browser_sees_counts_opens_a_job_and_retries_a_dead_one(
     server: tuple[str, Path, Any], tmp_path: Path
 ) -> None:
     webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+
+    def click(*locator: str) -> None:
+        """The page re-renders its lists every 2 s: an element found just before a refresh
+        is stale by the click, so find and click again until one click lands."""
+
+        def attempt() -> bool:
+            try:
+                driver.find_element(*locator).click()
+            except StaleElementReferenceException:
+                return False
+            return True
+
+        wait_until(attempt, message=f"a click on {locator}")
+
+    def text_of(*locator: str) -> str:
+        try:
+            return str(driver.find_element(*locator).text)
+        except (NoSuchElementException, StaleElementReferenceException):
+            return ""
 
     base, home, _ = server
     options = webdriver.ChromeOptions()
@@ -216,18 +236,23 @@ def test_browser_sees_counts_opens_a_job_and_retries_a_dead_one(
     try:
         driver.get(base + "/")
         wait_until(
-            lambda: "pending: 120" in driver.find_element(By.ID, "counts").text,
+            lambda: "pending: 120" in text_of(By.ID, "counts"),
             message="the counts on the page",
         )
-        assert "dead: 2" in driver.find_element(By.ID, "counts").text
-        driver.find_element(By.ID, "count-dead").click()
+        assert "dead: 2" in text_of(By.ID, "counts")
+        click(By.ID, "count-dead")
         wait_until(lambda: driver.find_elements(By.ID, "retry-bad"), message="the DLQ list")
-        xss_row = driver.find_element(By.CSS_SELECTOR, "tr[data-id='xss']")
-        assert "<script>alert(1)</script>" in xss_row.text  # shown as text, not run
-        xss_row.find_element(By.CLASS_NAME, "open").click()
+        wait_until(
+            lambda: (
+                "<script>alert(1)</script>"  # shown as text, not run
+                in text_of(By.CSS_SELECTOR, "tr[data-id='xss']")
+            ),
+            message="the xss row",
+        )
+        click(By.CSS_SELECTOR, "tr[data-id='xss'] .open")
         wait_until(lambda: driver.find_elements(By.ID, "job-title"), message="the job page")
-        assert "<script>" in driver.find_element(By.ID, "job-command").text
-        driver.find_element(By.ID, "retry-bad").click()
+        assert "<script>" in text_of(By.ID, "job-command")
+        click(By.ID, "retry-bad")
         # The retry publishes pending/bad.json before it removes the dead copy: wait for both.
         wait_until(
             lambda: (
@@ -236,9 +261,9 @@ def test_browser_sees_counts_opens_a_job_and_retries_a_dead_one(
             ),
             message="bad moved from dead/ to pending/",
         )
-        driver.find_element(By.ID, "count-pending").click()
+        click(By.ID, "count-pending")
         wait_until(
-            lambda: "pending: 121" in driver.find_element(By.ID, "counts").text,
+            lambda: "pending: 121" in text_of(By.ID, "counts"),
             message="the refreshed counts",
         )
         shots = os.environ.get("QUEUECTL_SCREENSHOT_DIR")  # docs/dashboard.png came from here

@@ -246,6 +246,14 @@ def test_journal_cache_reads_appends_and_falls_back_to_a_full_read(
     assert len(fresh_cache) == 1
     assert promtext.cached_records(store) == journal_records_of(home_path)
 
+    assert run_cli(home_path, "worker", "start", "--burst", timeout=120).returncode == 0
+    from queuectl.observe import attempt_figures
+
+    folded = promtext._cache.current(store).attempts.found  # folded piece by piece
+    assert len(fresh_cache) == 1
+    assert folded == attempt_figures(journal_records_of(home_path))  # folded at once
+    assert len(folded) == 2
+
     assert run_cli(home_path, "journal", "compact", "--retention", "0s").returncode == 0
     assert promtext.cached_records(store) == journal_records_of(home_path)
     assert len(fresh_cache) == 2
