@@ -343,6 +343,8 @@ class WorkerPool:
         )
         with self._guard:
             self._running[job.id] = execution
+        if self.aborting.is_set():
+            execution.kill()  # a "stop now" that came after the claim: killed once started
         failed = start_command(execution) if unusable is None else unstartable(unusable)
         if failed is None:
             self.log(f"started {job.id} (attempt {attempt}): {_short(job.command)}")

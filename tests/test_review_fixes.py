@@ -131,3 +131,27 @@ def test_closed_standard_descriptors_never_become_a_job_lock(qhome: Path, tmp_pa
     assert result.returncode == 0
     out = (qhome / "logs" / "fd3" / "1.out").read_text()
     assert out.rstrip().endswith("processing/fd3.json")
+
+
+def test_a_stop_now_between_claim_and_start_still_stops_the_command(
+    home: Home, tmp_path: Path
+) -> None:
+    """The second signal kills the commands it finds running; one whose job was claimed a
+    moment earlier, but not yet started, must not run to its end either."""
+    marker = tmp_path / "ran-to-the-end"
+    store = Store(home)
+    store.enqueue([_new("late", f"sleep 2; touch {marker}")], explicit_ids=set())
+    pool = WorkerPool(store, 1, burst=True, log=lambda line: None)
+    take_output = pool.outputs.take
+
+    def stop_now_then_take() -> object:  # called by _start after the claim's stop check
+        pool.request_stop(now=True)  # what the second SIGTERM does
+        return take_output()
+
+    pool.outputs.take = stop_now_then_take  # type: ignore[method-assign]
+    runner = threading.Thread(target=pool.run)
+    runner.start()
+    runner.join(timeout=60)
+    assert not runner.is_alive()
+    assert not marker.exists()
+    assert jobs_in(home.root, "pending") == ["late"]
