@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from queuectl.cli import cli
@@ -57,11 +57,14 @@ job_like = st.fixed_dictionaries(
 @given(
     payload=st.one_of(job_like.map(json.dumps), json_values.map(json.dumps), st.text(max_size=80))
 )
+@example(payload="-h")  # once found by chance: enqueue took it for the help option
+@example(payload="--help")
 def test_enqueue_never_tracebacks_and_never_half_writes(tmp_path: Path, payload: str) -> None:
     home = tmp_path / "h"
     assert invoke(home, "status").exit_code == 0
     before = listing(home)
-    result = invoke(home, "enqueue", payload)
+    # After "--", so that a payload such as "-h" is JSON text to reject, not the help option.
+    result = invoke(home, "enqueue", "--", payload)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     if result.exit_code == 0:
         job_id = result.output.strip()
