@@ -71,6 +71,12 @@ def wait_until(
         time.sleep(interval)
 
 
+def settled_in(home: Path, state: str, job_id: str) -> bool:
+    """True once a job's commit is complete: its new file is published (first step), it is
+    journaled, and the old copy in processing/ is gone (last step)."""
+    return job_id in jobs_in(home, state) and job_id not in jobs_in(home, "processing")
+
+
 def jobs_in(home: Path, state: str) -> list[str]:
     return sorted(p.stem for p in (home / state).glob("*.json"))
 

@@ -19,6 +19,7 @@ from .conftest import (
     live_worker_info,
     read_job,
     run_cli,
+    settled_in,
     wait_exit,
     wait_until,
 )
@@ -107,7 +108,7 @@ def test_file_written_in_place_in_two_halves_is_not_rejected_and_runs_once(
     with open(target, "ab") as handle:  # second half, in place
         handle.write(data[len(data) // 2 :])
 
-    wait_until(lambda: "slow" in jobs_in(qhome, "completed"), message="the completed file to run")
+    wait_until(lambda: settled_in(qhome, "completed", "slow"), message="the completed file to run")
     assert out.read_text() == "slow\n"
     assert os.listdir(qhome / "rejected") == []
     assert [event for event, _ in job_events(qhome, "slow")] == ["enqueued", "completed"]

@@ -15,6 +15,7 @@ from .conftest import (
     pid_gone,
     read_job,
     run_cli,
+    settled_in,
     wait_exit,
     wait_until,
 )
@@ -47,7 +48,9 @@ def test_orphaned_command_keeps_its_job_locked_until_it_exits(
     log = tmp_path / "second.log"
     second = procs.worker(qhome, "--count", "2", log=log)
     enqueue_job(qhome, {"id": "probe", "command": "sleep 2.5"})
-    wait_until(lambda: "probe" in jobs_in(qhome, "completed"), message="the probe job")
+    # A commit publishes completed/probe.json before it removes processing/probe.json (the old
+    # copy goes only once the new one is journaled): wait for both.
+    wait_until(lambda: settled_in(qhome, "completed", "probe"), message="the probe job")
     assert len(_lines(markers)) == 1
     assert jobs_in(qhome, "processing") == ["long"]
     assert [event for event, _ in job_events(qhome, "long")] == ["enqueued"]
@@ -55,7 +58,7 @@ def test_orphaned_command_keeps_its_job_locked_until_it_exits(
     release.touch()  # the orphan exits; now the job is recoverable
     wait_until(lambda: pid_gone(shell_pid), message="the orphaned command to exit")
     wait_until(
-        lambda: "long" in jobs_in(qhome, "completed"), message="the recovered job to complete"
+        lambda: settled_in(qhome, "completed", "long"), message="the recovered job to complete"
     )
 
     assert [line.split()[0] for line in _lines(markers)] == ["1", "2"]

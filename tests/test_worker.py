@@ -22,6 +22,7 @@ from .conftest import (
     read_job,
     read_pid,
     run_cli,
+    settled_in,
     wait_exit,
     wait_until,
 )
@@ -225,7 +226,7 @@ def test_a_busy_thread_lets_go_of_the_next_job_it_looked_ahead_at(
     wait_until(started.exists, message="job A to start")
     second = procs.worker(qhome, "--count", "1", log=tmp_path / "second.log")
     # B can only complete while A still runs if the first worker let it go.
-    wait_until(lambda: jobs_in(qhome, "completed") == ["B"], message="B to complete")
+    wait_until(lambda: settled_in(qhome, "completed", "B"), message="B to complete")
     assert read_job(qhome, "completed", "B")["worker"].split(":")[1] == str(second.pid)
     assert jobs_in(qhome, "processing") == ["A"]
     release.touch()
