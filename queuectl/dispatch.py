@@ -18,7 +18,6 @@ import json
 import os
 import re
 import select
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,9 +26,10 @@ from pathlib import Path
 from typing import Final
 
 from queuectl.config import backoff_policy
+from queuectl.durable import read_regular
 from queuectl.job import Job, JobState, parse_time, utcnow
 from queuectl.scheduler import Outcome, OutcomeKind, after_attempt, queue_key
-from queuectl.store import Store
+from queuectl.store import MAX_JOB_FILE_BYTES, Store
 from queuectl.watch import DirWatcher, open_watcher
 
 __all__ = ["RECOVERY_INTERVAL_SECONDS", "Dispatcher", "RunnableIndex"]
@@ -320,7 +320,7 @@ class Dispatcher(threading.Thread):
         (gone, still being written, or rejected with a reason).
         """
         try:
-            raw, st = _read_regular(path)
+            raw, st = read_regular(path, MAX_JOB_FILE_BYTES)
             if mtime is None and state is JobState.PENDING:
                 mtime = st.st_mtime
             found = _scheduling_fields(raw, state)
@@ -407,18 +407,6 @@ def _scheduling_fields(raw: bytes, state: JobState) -> tuple[object, int] | None
     if isinstance(priority, bool) or not isinstance(priority, int):
         priority = 0
     return wanted, priority
-
-
-def _read_regular(path: str | Path) -> tuple[bytes, os.stat_result]:
-    """Read a small regular file without following a symlink or blocking on a FIFO."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > 4 << 20:
-            raise OSError("not a small regular file")
-        return os.pread(fd, st.st_size + 1, 0), st
-    finally:
-        os.close(fd)
 
 
 def _is_candidate(name: str) -> bool:

@@ -28,6 +28,7 @@ __all__ = [
     "FILE_MODE",
     "fsync_dir",
     "fsync_fd",
+    "read_regular",
     "read_regular_file",
     "rename_noreplace",
     "reuse_tmp",
@@ -193,9 +194,15 @@ def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -
 
 
 def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
+    """``read_regular``, without the stat."""
+    return read_regular(path, limit)[0]
+
+
+def read_regular(path: str | os.PathLike[str], limit: int) -> tuple[bytes, os.stat_result]:
     """Read a small regular file that may be hostile: no symlink is followed, a FIFO or
     socket is refused instead of blocking the reader forever, and nothing over ``limit``
-    bytes is read. Raises OSError (FileNotFoundError when it is gone)."""
+    bytes is read. Returns the bytes and the file's stat. Raises OSError
+    (FileNotFoundError when it is gone)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
@@ -203,7 +210,9 @@ def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
             raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
         if st.st_size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit} bytes", os.fspath(path))
-        return os.pread(fd, limit + 1, 0)[:limit]
+        # st_size + 1, not limit + 1: pread allocates its whole buffer up front (4 MiB per
+        # job file read, with the limit), and one extra byte shows a file still growing.
+        return os.pread(fd, min(st.st_size, limit) + 1, 0)[:limit], st
     finally:
         os.close(fd)
 

@@ -99,8 +99,8 @@ class Change:
 
 
 @dataclass
-class Claim:
-    """A job this process now owns: its file sits in processing/ and ``fd`` holds the lock."""
+class _LockedJob:
+    """A job file this process holds the lock of through ``fd``, from ``origin``."""
 
     job: Job
     fd: int
@@ -114,19 +114,16 @@ class Claim:
 
 
 @dataclass
-class Prepared:
-    """A job file opened, locked, checked and parsed, but not claimed (still in its folder)."""
+class Claim(_LockedJob):
+    """A job this process now owns: its file sits in processing/ and ``fd`` holds the lock."""
 
-    job: Job
-    fd: int
-    path: Path
-    origin: JobState
-    inode: int
 
-    def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+@dataclass
+class Prepared(_LockedJob):
+    """A job file opened, locked, checked and parsed, but not claimed (still in its folder);
+    ``inode`` is what the name must still point at when the claim completes."""
+
+    inode: int = 0
 
 
 @dataclass
@@ -522,7 +519,7 @@ class Store:
             if opened.fd >= 0:
                 os.close(opened.fd)
             raise
-        return Prepared(job, opened.fd, opened.path, state, opened.st.st_ino)
+        return Prepared(job, opened.fd, opened.path, state, inode=opened.st.st_ino)
 
     def complete_claim(self, prepared: Prepared, worker: str, now: datetime) -> Claim | ClaimMiss:
         """Take a prepared job: the rename into ``processing/`` is the claim."""

@@ -153,6 +153,23 @@ def test_command_with_lone_surrogate_is_rejected(escape: str) -> None:
         accept('{"command": "' + escape + '"}')
 
 
+@pytest.mark.parametrize(
+    "field", ['"env": {"A": "\\ud800"}', '"cwd": "/tmp/\\udc80"'], ids=["env", "cwd"]
+)
+def test_env_and_cwd_with_lone_surrogates_are_rejected(field: str) -> None:
+    """They once reached the file encoder and crashed enqueue with a traceback."""
+    with pytest.raises(InvalidJob, match="not valid Unicode"):
+        accept('{"command": "true", ' + field + "}")
+
+
+def test_a_stored_surrogate_in_free_text_is_written_back_as_its_escape() -> None:
+    job = accept({"command": "true"})
+    job.last_error = "bad \ud800 byte"
+    text = job.to_json()
+    assert b"\\ud800" in text
+    assert Job.from_json(text).last_error == "bad \ud800 byte"
+
+
 def test_command_with_surrogate_pair_is_valid_text() -> None:
     job = accept('{"command": "echo \\ud83d\\ude00"}')
     assert job.command == "echo \U0001f600"

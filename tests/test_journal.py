@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import Timeout
 
 from queuectl.errors import JournalCorrupt, StorageError
 from queuectl.journal import Journal, encode_record, scan, segment_numbers
@@ -446,3 +447,47 @@ def test_failed_append_right_after_rotation_leaves_no_garbage(
     assert result.torn_tail is None
     for path in segments(journal.directory)[1:]:
         assert path.read_bytes() == b"", f"{path.name} holds {path.stat().st_size} bytes"
+
+
+def test_appends_and_maintenance_exclude_each_other_through_one_lock_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends take locks/journal.lock with flock on a kept descriptor, maintenance (fsck,
+    compact) through filelock: the README promises they are the same lock."""
+    journal = make_journal(tmp_path)
+    maintenance = journal.exclusive()
+    seen_during_append: list[bool] = []
+    real_write = os.write
+
+    def write_and_probe(fd: int, data: Any) -> int:
+        try:
+            maintenance.acquire(timeout=0)
+        except Timeout:
+            seen_during_append.append(True)
+        else:
+            maintenance.release()
+            seen_during_append.append(False)  # maintenance got in: not excluded
+        return real_write(fd, data)
+
+    monkeypatch.setattr("queuectl.journal.os.write", write_and_probe)
+    journal.append([rec(1)])
+    monkeypatch.undo()
+    assert seen_during_append == [True]
+
+    with maintenance:  # and the other way round: a held filelock keeps appends out
+        blocked = threading.Event()
+        done = threading.Event()
+
+        def append() -> None:
+            blocked.set()
+            journal.append([rec(2)])
+            done.set()
+
+        writer = threading.Thread(target=append)
+        writer.start()
+        blocked.wait()
+        assert not done.wait(0.3)  # a bounded look: the append must still be waiting
+        assert datas(journal.directory) == [rec(1)]
+    writer.join(timeout=30)
+    assert done.is_set()
+    assert datas(journal.directory) == [rec(1), rec(2)]

@@ -13,7 +13,7 @@ import pytest
 from queuectl.dispatch import RESCAN_CHUNK, Dispatcher, RunnableIndex
 from queuectl.durable import reuse_tmp
 from queuectl.home import Home
-from queuectl.job import job_from_input
+from queuectl.job import JobState, job_from_input
 from queuectl.store import Store
 from queuectl.watch import Event
 from queuectl.worker import WorkerPool
@@ -113,24 +113,35 @@ def test_a_deeply_nested_drop_is_rejected_and_the_worker_keeps_going(
     assert jobs_in(qhome, "pending") == []
 
 
-def test_closed_standard_descriptors_never_become_a_job_lock(qhome: Path, tmp_path: Path) -> None:
-    """With stdin/stdout/stderr closed, a job lock could get fd 0-2 and be overwritten before
-    it reached the command as fd 3."""
+def test_closed_standard_descriptors_are_filled_and_the_spawn_refuses_low_ones(
+    tmp_path: Path,
+) -> None:
+    """With stdin/stdout/stderr closed, a job lock or output file could get fd 0-2, which
+    the spawn's dup2s onto 0-3 overwrite before copying: the worker fills closed standard
+    descriptors with /dev/null at start, and the spawn refuses low ones outright."""
     import subprocess
     import sys
 
-    enqueue_job(qhome, {"id": "fd3", "command": "ls -l /proc/self/fd/3"})
+    from queuectl.spawn import spawn_shell
+
     code = (
-        "import os, sys; os.close(0); os.close(1); os.close(2); "
-        "from queuectl.cli import main; sys.argv = ['queuectl', *sys.argv[1:]]; main()"
+        "import os\n"
+        "from queuectl.worker import _standard_descriptors_open\n"
+        "for fd in (0, 1, 2): os.close(fd)\n"
+        "_standard_descriptors_open()\n"
+        "fresh = os.open('/dev/null', os.O_RDONLY)\n"
+        "assert fresh >= 3, fresh\n"
+        "assert all(os.readlink(f'/proc/self/fd/{fd}') == '/dev/null' for fd in (0, 1, 2))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code, "--home", str(qhome), "worker", "start", "--burst"],
-        timeout=60,
-    )
-    assert result.returncode == 0
-    out = (qhome / "logs" / "fd3" / "1.out").read_text()
-    assert out.rstrip().endswith("processing/fd3.json")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+    high = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for low in (0, 1, 2):
+            with pytest.raises(OSError, match="below 3"):
+                spawn_shell("true", [], stdout=high, stderr=high, lock=low)
+    finally:
+        os.close(high)
 
 
 def test_a_stop_now_between_claim_and_start_still_stops_the_command(
@@ -155,3 +166,63 @@ def test_a_stop_now_between_claim_and_start_still_stops_the_command(
     assert not runner.is_alive()
     assert not marker.exists()
     assert jobs_in(home.root, "pending") == ["late"]
+
+
+def test_a_scan_reads_one_chunk_at_once_and_the_rest_later(store: Store) -> None:
+    """A deep backlog must not be read up front (it took the interpreter from the first
+    jobs): the README promises one chunk at once, then paced chunks."""
+    store.enqueue([_new(f"j{i:05d}") for i in range(2 * RESCAN_CHUNK + 5)], explicit_ids=set())
+    index = RunnableIndex()
+    dispatcher = Dispatcher(
+        store, index, stopping=threading.Event(), on_drained=None, is_idle=lambda: True, log=print
+    )
+    dispatcher._start_scan()
+    assert len(index) == RESCAN_CHUNK
+    assert dispatcher._scan is not None
+    first = index.take(block=False)
+    assert first is not None and first[1] == "j00000.json"  # oldest first
+    chunks = 1
+    while dispatcher._scan is not None:
+        dispatcher._read_chunk()
+        chunks += 1
+    assert len(index) == 2 * RESCAN_CHUNK + 5 - 1
+    assert chunks == 4  # three chunks of files, then the step that finds the scan over
+
+
+def test_commits_stay_bounded_while_the_disk_is_slow() -> None:
+    """At most MAX_BATCH outcomes per commit, and worker threads wait once MAX_QUEUED are
+    waiting (each holds a lock and output files open)."""
+    from queuectl.pipeline import MAX_BATCH, MAX_QUEUED, CommitQueue
+    from queuectl.store import Change, Claim
+
+    slow_disk = threading.Event()
+    batches: list[int] = []
+    queued_at_commit: list[int] = []
+
+    class SlowStore:
+        def commit(self, changes: list[Change]) -> None:
+            queued_at_commit.append(len(queue._items))
+            batches.append(len(changes))
+            slow_disk.wait()
+
+    class NoOutputs:
+        def place(self, *args: object) -> None: ...
+        def refill(self) -> None: ...
+
+    queue = CommitQueue(SlowStore(), print, NoOutputs())  # type: ignore[arg-type]
+    total = MAX_QUEUED + 2 * MAX_BATCH
+    job = _new("x")
+
+    def submit_all() -> None:
+        for _ in range(total):
+            queue.submit(Change(job, "completed"), Claim(job, -1, Path("x"), JobState.PENDING))
+
+    submitter = threading.Thread(target=submit_all)
+    submitter.start()
+    wait_until(lambda: len(queue._items) >= MAX_QUEUED, message="the queue to fill")
+    slow_disk.set()
+    submitter.join(timeout=30)
+    queue.close()
+    assert sum(batches) == total
+    assert max(batches) <= MAX_BATCH
+    assert max(queued_at_commit) <= MAX_QUEUED

@@ -103,24 +103,16 @@ def drain(base: Path, jobs: int, threads: int, wrapper: list[str] | None = None)
     """
     home = fresh(base, f"drain-{threads}-{len(wrapper or [])}")
     queuectl(home, "enqueue", "-", stdin=batch(jobs))
-    subprocess.run(
-        [
-            *(wrapper or []),
-            *QUEUECTL,
-            "--home",
-            str(home),
-            "worker",
-            "start",
-            "--count",
-            str(threads),
-            "--burst",
-        ],
-        capture_output=True,
-        check=True,
-    )
+    burst(home, threads, wrapper)
     done = len(list((home / "completed").iterdir()))
     assert done == jobs, f"only {done} of {jobs} completed"
     return completion_rate(home)
+
+
+def burst(home: Path, threads: int, wrapper: list[str] | None = None) -> None:
+    """``worker start --count THREADS --burst`` until the home is drained."""
+    command = [*QUEUECTL, "--home", str(home), "worker", "start", "--count", str(threads)]
+    subprocess.run([*(wrapper or []), *command, "--burst"], capture_output=True, check=True)
 
 
 def fresh(base: Path, name: str) -> Path:
@@ -246,20 +238,7 @@ def depth(base: Path, deep: int, threads: int = 4, shallow_runs: int = 5) -> dic
     for run_number in range(shallow_runs):
         shallow_home = fresh(base, f"depth-100-{run_number}")
         queuectl(shallow_home, "enqueue", "-", stdin=batch(100))
-        subprocess.run(
-            [
-                *QUEUECTL,
-                "--home",
-                str(shallow_home),
-                "worker",
-                "start",
-                "--count",
-                str(threads),
-                "--burst",
-            ],
-            capture_output=True,
-            check=True,
-        )
+        burst(shallow_home, threads)
         shallow_rates.append(completion_rate(shallow_home))
     shallow = statistics.median(shallow_rates)
 
