@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from queuectl.home import Home
-from queuectl.store import Store
+from queuectl.storage.home import Home
+from queuectl.storage.store import Store
 
 # CI runs (CI=true) draw the same examples every time: a landing must not depend on luck.
 # Locally each run draws new ones, which is how hidden cases get found (then pinned with
@@ -113,7 +113,7 @@ def read_pid(path: Path) -> int:
 
 def journal_records(home: Path) -> list[dict]:
     """Every valid journal record of a home, in file order."""
-    from queuectl.journal import scan
+    from queuectl.storage.journal import scan
 
     return [record.data for record in scan(home / "journal").records]
 

@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from queuectl import __version__
-from queuectl.cli import cli
-from queuectl.home import Home
+from queuectl.cli.main import cli
 from queuectl.job import Job, JobState, job_from_input, utcnow
-from queuectl.journal import scan
-from queuectl.store import Change, Store, with_state
+from queuectl.storage.home import Home
+from queuectl.storage.journal import scan
+from queuectl.storage.store import Change, Store, with_state
 
 STATES = ("pending", "processing", "completed", "failed", "dead")
 

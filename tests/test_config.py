@@ -12,7 +12,7 @@ import pytest
 
 from queuectl.config import DEFAULTS, KEYS, Config, canonical_key, parse_duration, parse_value
 from queuectl.errors import UsageError
-from queuectl.store import Store
+from queuectl.storage.store import Store
 
 
 def test_defaults() -> None:

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from queuectl.cli import cli
-from queuectl.home import Home
-from queuectl.store import Store
-from queuectl.web import check_bind, serve
+from queuectl.cli.main import cli
+from queuectl.storage.home import Home
+from queuectl.storage.store import Store
+from queuectl.web.server import check_bind, serve
 
 from .conftest import run_cli, wait_until
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from queuectl import durable
-from queuectl.durable import (
+from queuectl.storage import durable
+from queuectl.errors import StorageError
+from queuectl.storage.durable import (
     FILE_MODE,
     fsync_dir,
     fsync_fd,
@@ -21,7 +22,6 @@ from queuectl.durable import (
     tmp_name,
     write_tmp,
 )
-from queuectl.errors import StorageError
 
 
 @pytest.fixture(params=["renameat2", "link fallback"])

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from queuectl.cli import cli
-from queuectl.journal import scan
+from queuectl.cli.main import cli
+from queuectl.storage.journal import scan
 
 from .conftest import jobs_in, run_cli, start_worker, wait_until
 

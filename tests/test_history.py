@@ -13,13 +13,13 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from queuectl.cli import cli
-from queuectl.history import job_attempts
-from queuectl.home import Home
+from queuectl.admin.maintenance import cleanup
+from queuectl.cli.main import cli
 from queuectl.job import Job, JobState, job_from_input, utcnow
-from queuectl.maintenance import cleanup
+from queuectl.observe.history import job_attempts
 from queuectl.scheduler import Outcome, OutcomeKind, after_attempt
-from queuectl.store import Change, Claim, Store
+from queuectl.storage.home import Home
+from queuectl.storage.store import Change, Claim, Store
 
 
 def invoke(home: Path, *args: str) -> Result:

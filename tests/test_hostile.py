@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from queuectl.cli import cli
-from queuectl.home import Home
+from queuectl.cli.main import cli
 from queuectl.job import Job, JobState, utcnow
-from queuectl.store import Claim, ClaimMiss, Store
+from queuectl.storage.home import Home
+from queuectl.storage.store import Claim, ClaimMiss, Store
 
 STATES = ("pending", "processing", "completed", "failed", "dead")
 

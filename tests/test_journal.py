@@ -15,7 +15,7 @@ import pytest
 from filelock import Timeout
 
 from queuectl.errors import JournalCorrupt, StorageError
-from queuectl.journal import Journal, encode_record, scan, segment_numbers
+from queuectl.storage.journal import Journal, encode_record, scan, segment_numbers
 
 
 def make_journal(root: Path, segment_bytes: int | None = None) -> Journal:
@@ -350,7 +350,7 @@ def test_two_journal_objects_interleave_without_damage(tmp_path: Path, segment_b
 _CHILD = """
 import sys
 from pathlib import Path
-from queuectl.journal import Journal
+from queuectl.storage.journal import Journal
 root = Path(sys.argv[1])
 journal = Journal(root / "journal", root / "locks" / "journal.lock", segment_bytes=2000)
 for i in range(150):
@@ -469,7 +469,7 @@ def test_appends_and_maintenance_exclude_each_other_through_one_lock_file(
             seen_during_append.append(False)  # maintenance got in: not excluded
         return real_write(fd, data)
 
-    monkeypatch.setattr("queuectl.journal.os.write", write_and_probe)
+    monkeypatch.setattr("queuectl.storage.journal.os.write", write_and_probe)
     journal.append([rec(1)])
     monkeypatch.undo()
     assert seen_during_append == [True]

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from queuectl.cli import cli
-from queuectl.home import Home
+from queuectl.cli.main import cli
 from queuectl.job import JobState, job_from_input, utcnow
 from queuectl.scheduler import Outcome, OutcomeKind, after_attempt
-from queuectl.store import Change, Claim, Store
+from queuectl.storage.home import Home
+from queuectl.storage.store import Change, Claim, Store
 
 from .conftest import run_cli
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from queuectl.cli import cli
-from queuectl.home import Home
+from queuectl.admin.maintenance import cleanup, compact
+from queuectl.admin.rebuild import latest_records
+from queuectl.cli.main import cli
 from queuectl.job import JobState, utcnow
-from queuectl.journal import Journal, scan, segment_numbers, snapshot_numbers
-from queuectl.maintenance import cleanup, compact
-from queuectl.rebuild import latest_records
 from queuectl.scheduler import Outcome, OutcomeKind, after_attempt
-from queuectl.store import Change, Claim, Store
+from queuectl.storage.home import Home
+from queuectl.storage.journal import Journal, scan, segment_numbers, snapshot_numbers
+from queuectl.storage.store import Change, Claim, Store
 
 STATES = ("pending", "processing", "completed", "failed", "dead")
 
@@ -80,7 +80,7 @@ def test_rebuild_puts_a_mid_run_job_back_where_it_was_claimed_from(tmp_path: Pat
 
 
 def test_rebuild_refuses_while_a_worker_is_registered(tmp_path: Path) -> None:
-    from queuectl.registry import register
+    from queuectl.worker.registry import register
 
     store = populated(tmp_path)
     registration = register(store.home.workers, 1, False)

@@ -1,4 +1,4 @@
-"""The Prometheus text of ``queuectl metrics`` and ``/metrics`` (queuectl.promtext).
+"""The Prometheus text of ``queuectl metrics`` and ``/metrics`` (queuectl.observe.promtext).
 
 ``tests/test_dashboard.py`` checks the numbers end to end over HTTP; these tests pin down the
 exposition format itself with a strict little parser (what a Prometheus scrape would reject),
@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from queuectl import promtext
-from queuectl.home import Home
+from queuectl.observe import promtext
 from queuectl.job import JobState
-from queuectl.store import Store
+from queuectl.storage.home import Home
+from queuectl.storage.store import Store
 
 from .conftest import run_cli
 
@@ -219,7 +219,7 @@ def test_snapshot_counts_states_and_outcomes_and_rereads_only_a_changed_journal(
 
 
 def journal_records_of(home: Path) -> list[dict]:
-    from queuectl.journal import scan
+    from queuectl.storage.journal import scan
 
     return [r.data for r in scan(home / "journal").records]
 
@@ -247,7 +247,7 @@ def test_journal_cache_reads_appends_and_falls_back_to_a_full_read(
     assert promtext.cached_records(store) == journal_records_of(home_path)
 
     assert run_cli(home_path, "worker", "start", "--burst", timeout=120).returncode == 0
-    from queuectl.observe import attempt_figures
+    from queuectl.observe.journal_views import attempt_figures
 
     folded = promtext._cache.current(store).attempts.found  # folded piece by piece
     assert len(fresh_cache) == 1
@@ -262,10 +262,10 @@ def test_journal_cache_reads_appends_and_falls_back_to_a_full_read(
 def test_journal_cache_never_mixes_two_homes_with_equal_sizes(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from queuectl.cli import cli
-    from queuectl.home import Home
-    from queuectl.promtext import cached_records
-    from queuectl.store import Store
+    from queuectl.cli.main import cli
+    from queuectl.observe.promtext import cached_records
+    from queuectl.storage.home import Home
+    from queuectl.storage.store import Store
 
     stores = []
     for name in ("aaa", "bbb"):

@@ -12,10 +12,10 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from queuectl.cli import cli
-from queuectl.home import Home
-from queuectl.observe import attempts, compute_stats, journal_records
-from queuectl.store import Store
+from queuectl.cli.main import cli
+from queuectl.observe.journal_views import attempts, compute_stats, journal_records
+from queuectl.storage.home import Home
+from queuectl.storage.store import Store
 
 from .conftest import run_cli
 

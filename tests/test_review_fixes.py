@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from queuectl.dispatch import RESCAN_CHUNK, Dispatcher, RunnableIndex
-from queuectl.durable import reuse_tmp
-from queuectl.home import Home
 from queuectl.job import JobState, job_from_input
-from queuectl.store import Store
-from queuectl.watch import Event
-from queuectl.worker import WorkerPool
+from queuectl.storage.durable import reuse_tmp
+from queuectl.storage.home import Home
+from queuectl.storage.store import Store
+from queuectl.worker.dispatch import RESCAN_CHUNK, Dispatcher, RunnableIndex
+from queuectl.worker.pool import WorkerPool
+from queuectl.worker.watch import Event
 
 from .conftest import Procs, enqueue_job, jobs_in, wait_exit, wait_until
 
@@ -76,7 +76,7 @@ def test_the_committer_outlives_a_failure_to_refill_the_output_pool(
 ) -> None:
     """Once the committer thread died, outcomes stopped being recorded and, with the queue
     bounded, every worker thread blocked for good: no signal could stop the worker."""
-    from queuectl import outputs
+    from queuectl.worker import outputs
 
     real_create = outputs.OutputPool._create
 
@@ -122,11 +122,11 @@ def test_closed_standard_descriptors_are_filled_and_the_spawn_refuses_low_ones(
     import subprocess
     import sys
 
-    from queuectl.spawn import spawn_shell
+    from queuectl.worker.spawn import spawn_shell
 
     code = (
         "import os\n"
-        "from queuectl.worker import _standard_descriptors_open\n"
+        "from queuectl.worker.pool import _standard_descriptors_open\n"
         "for fd in (0, 1, 2): os.close(fd)\n"
         "_standard_descriptors_open()\n"
         "fresh = os.open('/dev/null', os.O_RDONLY)\n"
@@ -192,8 +192,8 @@ def test_a_scan_reads_one_chunk_at_once_and_the_rest_later(store: Store) -> None
 def test_commits_stay_bounded_while_the_disk_is_slow() -> None:
     """At most MAX_BATCH outcomes per commit, and worker threads wait once MAX_QUEUED are
     waiting (each holds a lock and output files open)."""
-    from queuectl.pipeline import MAX_BATCH, MAX_QUEUED, CommitQueue
-    from queuectl.store import Change, Claim
+    from queuectl.storage.store import Change, Claim
+    from queuectl.worker.pipeline import MAX_BATCH, MAX_QUEUED, CommitQueue
 
     slow_disk = threading.Event()
     batches: list[int] = []

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from queuectl.cli import cli
-from queuectl.dispatch import RunnableIndex
-from queuectl.home import Home
+from queuectl.cli.main import cli
 from queuectl.job import JobState, format_time, parse_time, utcnow
 from queuectl.scheduler import AGING_SECONDS, Backoff, queue_key
-from queuectl.store import ClaimMiss, Store
+from queuectl.storage.home import Home
+from queuectl.storage.store import ClaimMiss, Store
+from queuectl.worker.dispatch import RunnableIndex
 
 from .conftest import run_cli, start_worker, wait_until
 
@@ -309,7 +309,7 @@ def test_dlq_retry_all_and_purge(tmp_path: Path) -> None:
 
 
 def test_output_is_capped_to_its_tail_when_recorded(tmp_path: Path) -> None:
-    from queuectl.outputs import _cap
+    from queuectl.worker.outputs import _cap
 
     path = tmp_path / "big.out"
     path.write_bytes(b"a" * 1000 + b"THE END\n")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from queuectl.cli import cli
+from queuectl.cli.main import cli
 
 
 def complete(words: str, home: Path | None = None) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from queuectl.observe import compute_stats
+from queuectl.observe.journal_views import compute_stats
 
 T0 = datetime(2026, 11, 23, 12, 0, 0).astimezone()
 LATER = T0 + timedelta(hours=1)

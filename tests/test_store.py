@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from queuectl.errors import AlreadyExists, NotFound, QueueError, StorageError
-from queuectl.home import Home
 from queuectl.job import Job, JobState, format_time, job_from_input, utcnow
-from queuectl.journal import scan
-from queuectl.store import DROP_GRACE_SECONDS, Change, Claim, ClaimMiss, Store, with_state
+from queuectl.storage.home import Home
+from queuectl.storage.journal import scan
+from queuectl.storage.store import DROP_GRACE_SECONDS, Change, Claim, ClaimMiss, Store, with_state
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 

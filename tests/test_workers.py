@@ -115,7 +115,7 @@ def test_registration_survives_a_stale_file_sweep_between_its_open_and_its_lock(
     created its file but not locked it yet must not end up locking a removed file."""
     import fcntl
 
-    from queuectl import registry
+    from queuectl.worker import registry
 
     real_flock = fcntl.flock
     swept = []

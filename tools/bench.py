@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from queuectl.job import parse_time  # noqa: E402
-from queuectl.journal import scan  # noqa: E402
-from queuectl.watch import open_watcher  # noqa: E402
+from queuectl.storage.journal import scan  # noqa: E402
+from queuectl.worker.watch import open_watcher  # noqa: E402
 
 QUEUECTL = [sys.executable, "-m", "queuectl"]
 

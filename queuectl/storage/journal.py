@@ -30,8 +30,8 @@ from typing import Any, Final
 
 from filelock import FileLock
 
-from queuectl.durable import FILE_MODE, fsync_dir, fsync_fd
 from queuectl.errors import JournalCorrupt, StorageError
+from queuectl.storage.durable import FILE_MODE, fsync_dir, fsync_fd
 
 __all__ = [
     "SEGMENT_BYTES",

@@ -23,13 +23,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
+from queuectl.admin.maintenance import purge
 from queuectl.errors import QueueError, UsageError
 from queuectl.job import ID_PATTERN, JobState, utcnow
-from queuectl.maintenance import purge
-from queuectl.observe import attempts
-from queuectl.promtext import cached_records, render, snapshot
-from queuectl.registry import live_workers
-from queuectl.store import Store
+from queuectl.observe.journal_views import attempts
+from queuectl.observe.promtext import cached_records, render, snapshot
+from queuectl.storage.store import Store
+from queuectl.worker.registry import live_workers
 
 __all__ = ["PAGE_SIZE", "Dashboard", "check_bind"]
 

@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from queuectl.admin.rebuild import existing_job_files, journal_jobs
 from queuectl.config import backoff_policy
-from queuectl.durable import fsync_dir
 from queuectl.errors import InvalidJob, JournalCorrupt
-from queuectl.home import AUX_DIRS, STATE_DIRS
 from queuectl.job import Job, JobState, utcnow
-from queuectl.journal import scan
-from queuectl.rebuild import existing_job_files, journal_jobs
-from queuectl.registry import live_workers
 from queuectl.scheduler import Outcome, OutcomeKind, after_attempt
-from queuectl.store import Change, Store, read_job_file
+from queuectl.storage.durable import fsync_dir
+from queuectl.storage.home import AUX_DIRS, STATE_DIRS
+from queuectl.storage.journal import scan
+from queuectl.storage.store import Change, Store, read_job_file
+from queuectl.worker.registry import live_workers
 
 __all__ = ["Finding", "fsck"]
 
@@ -166,7 +166,7 @@ def _cut_damage(store: Store, path: Path, offset: int) -> str:
     The damaged bytes are kept in ``<segment>.damaged`` for inspection; job files that are
     newer than what the journal now says are then re-journaled by the comparison check.
     """
-    from queuectl.journal import iter_segment
+    from queuectl.storage.journal import iter_segment
 
     with store.journal.exclusive():
         kept, damaged = [], []

@@ -16,9 +16,9 @@ from typing import Any, Final
 
 from queuectl.errors import InvalidJob, QueueError
 from queuectl.job import ID_PATTERN, Job, JobState
-from queuectl.journal import JournalScan, Record, scan
-from queuectl.registry import live_workers
-from queuectl.store import Change, Store, read_job_file
+from queuectl.storage.journal import JournalScan, Record, scan
+from queuectl.storage.store import Change, Store, read_job_file
+from queuectl.worker.registry import live_workers
 
 __all__ = ["DELETED", "RebuildReport", "existing_job_files", "latest_records", "rebuild"]
 

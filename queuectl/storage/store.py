@@ -33,19 +33,7 @@ from pathlib import Path
 from typing import Final
 
 from queuectl.config import Config
-from queuectl.durable import (
-    FILE_MODE,
-    fsync_dir,
-    fsync_fd,
-    read_regular_file,
-    rename_noreplace,
-    reuse_tmp,
-    sync_all,
-    unlink_all,
-    write_tmp,
-)
 from queuectl.errors import AlreadyExists, InvalidJob, NotFound, QueueError, StorageError
-from queuectl.home import Home
 from queuectl.job import (
     ID_PATTERN,
     Job,
@@ -57,7 +45,19 @@ from queuectl.job import (
     parse_time,
     utcnow,
 )
-from queuectl.journal import Journal, frame_payload
+from queuectl.storage.durable import (
+    FILE_MODE,
+    fsync_dir,
+    fsync_fd,
+    read_regular_file,
+    rename_noreplace,
+    reuse_tmp,
+    sync_all,
+    unlink_all,
+    write_tmp,
+)
+from queuectl.storage.home import Home
+from queuectl.storage.journal import Journal, frame_payload
 
 __all__ = [
     "DROP_GRACE_SECONDS",

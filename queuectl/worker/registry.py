@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from queuectl.durable import FILE_MODE
 from queuectl.job import format_time, utcnow
+from queuectl.storage.durable import FILE_MODE
 
 __all__ = ["Registration", "live_workers", "register", "wait_for_exit"]
 

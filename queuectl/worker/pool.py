@@ -19,16 +19,16 @@ from types import FrameType
 from typing import Final
 
 from queuectl.config import backoff_policy
-from queuectl.dispatch import RECOVERY_INTERVAL_SECONDS, Dispatcher, RunnableIndex
 from queuectl.errors import QueueError
 from queuectl.job import Job, JobState, format_time, parse_time, utcnow
-from queuectl.outputs import OutputFiles, OutputPool
-from queuectl.pipeline import CommitQueue
-from queuectl.registry import register
-from queuectl.runner import Execution, finish_command, start_command, unstartable
 from queuectl.scheduler import Outcome, after_attempt
-from queuectl.spawn import Environment
-from queuectl.store import Change, Claim, ClaimMiss, Prepared, Store
+from queuectl.storage.store import Change, Claim, ClaimMiss, Prepared, Store
+from queuectl.worker.dispatch import RECOVERY_INTERVAL_SECONDS, Dispatcher, RunnableIndex
+from queuectl.worker.outputs import OutputFiles, OutputPool
+from queuectl.worker.pipeline import CommitQueue
+from queuectl.worker.registry import register
+from queuectl.worker.runner import Execution, finish_command, start_command, unstartable
+from queuectl.worker.spawn import Environment
 
 __all__ = ["MAX_THREADS", "WorkerPool"]
 

@@ -19,7 +19,7 @@ from queuectl.errors import QueueError, UsageError
 
 if TYPE_CHECKING:
     from queuectl.job import Job
-    from queuectl.store import Store
+    from queuectl.storage.store import Store
 
 __all__ = ["cli", "main"]
 
@@ -37,8 +37,8 @@ class Context:
     @property
     def store(self) -> Store:
         if self._store is None:
-            from queuectl.home import Home, resolve_home
-            from queuectl.store import Store
+            from queuectl.storage.home import Home, resolve_home
+            from queuectl.storage.store import Store
 
             self._store = Store(Home(resolve_home(self.home_option)).ensure())
         return self._store
@@ -49,7 +49,7 @@ pass_context = click.make_pass_decorator(Context)
 
 def _complete_ids(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
     """Shell completion of job ids: file names in the home's state folders (no JSON read)."""
-    from queuectl.home import STATE_DIRS, resolve_home
+    from queuectl.storage.home import STATE_DIRS, resolve_home
 
     root = resolve_home(ctx.find_root().params.get("home"))
     found: list[str] = []
@@ -219,7 +219,7 @@ def worker() -> None:
 @pass_context
 def worker_start(ctx: Context, count: int, burst: bool) -> None:
     """Run jobs in the foreground until SIGTERM/SIGINT (twice: stop now)."""
-    from queuectl.worker import WorkerPool
+    from queuectl.worker.pool import WorkerPool
 
     store = ctx.store
     # Jobs inherit the umask of the shell that started the worker, not queuectl's private
@@ -240,7 +240,7 @@ def worker_start(ctx: Context, count: int, burst: bool) -> None:
 def worker_stop(ctx: Context, timeout: float | None) -> None:
     """Gracefully stop every live worker of this home and wait for them to exit."""
     from queuectl.errors import NoWorkers
-    from queuectl.registry import live_workers, signal_worker, wait_for_exit
+    from queuectl.worker.registry import live_workers, signal_worker, wait_for_exit
 
     directory = ctx.store.home.workers
     workers = live_workers(directory, clean_stale=True)
@@ -262,7 +262,7 @@ def worker_stop(ctx: Context, timeout: float | None) -> None:
 @pass_context
 def status(ctx: Context, as_json: bool) -> None:
     """Job counts per state and the live workers."""
-    from queuectl.registry import live_workers
+    from queuectl.worker.registry import live_workers
 
     store = ctx.store
     counts = {state: store.count(state) for state in STATES}
@@ -357,7 +357,7 @@ def show(ctx: Context, job_id: str, as_json: bool) -> None:
     fields["env"] = " ".join(f"{k}={v}" for k, v in job.env.items())
     rows = [[key, "" if value is None else value] for key, value in fields.items()]
     click.echo(tabulate(rows, tablefmt="plain"))
-    from queuectl.observe import attempts, journal_records
+    from queuectl.observe.journal_views import attempts, journal_records
 
     runs = attempts(journal_records(ctx.store), job_id)
     if runs:
@@ -409,8 +409,8 @@ def dlq_retry(ctx: Context, job_ids: tuple[str, ...], everything: bool) -> None:
 @pass_context
 def dlq_purge(ctx: Context, job_ids: tuple[str, ...], everything: bool, yes: bool) -> None:
     """Delete dead jobs and their logs for good (the journal records the deletion)."""
+    from queuectl.admin.maintenance import purge
     from queuectl.job import utcnow
-    from queuectl.maintenance import purge
 
     ids = _dead_ids(ctx.store, job_ids, everything)
     if not yes and not click.confirm(f"Delete {len(ids)} dead job(s) for good?", err=True):
@@ -444,7 +444,7 @@ def _dead_ids(store: Store, job_ids: tuple[str, ...], everything: bool) -> list[
 def cancel(ctx: Context, job_ids: tuple[str, ...], timeout: float) -> None:
     """Cancel jobs: a waiting job never runs; a running job's command is stopped
     (SIGTERM to its process group, SIGKILL 5 s later). Cancelled jobs go to cancelled/."""
-    from queuectl.canceling import cancel_job
+    from queuectl.admin.canceling import cancel_job
 
     failures = 0
     for job_id in job_ids:
@@ -521,7 +521,7 @@ def journal_rebuild(ctx: Context) -> None:
 
     Jobs that were running go back to the state they were claimed from and run again.
     """
-    from queuectl.rebuild import rebuild
+    from queuectl.admin.rebuild import rebuild
 
     with _progress("rebuilding") as bar:
         report = rebuild(ctx.store, progress=bar.update, on_total=bar.set_total)
@@ -545,7 +545,7 @@ def journal_rebuild(ctx: Context) -> None:
 def fsck(ctx: Context, repair: bool) -> None:
     """Check the home: journal damage, duplicate or disagreeing job files, stale tmp files,
     orphaned processing/ jobs, permissions. Exit 0 when clean, 1 when problems were found."""
-    from queuectl.fsck import fsck as run_fsck
+    from queuectl.admin.fsck import fsck as run_fsck
 
     findings = run_fsck(ctx.store, repair=repair)
     for finding in findings:
@@ -570,8 +570,8 @@ def fsck(ctx: Context, repair: bool) -> None:
 @pass_context
 def journal_compact(ctx: Context, retention: str | None) -> None:
     """Fold journal segments older than the retention into one snapshot."""
+    from queuectl.admin.maintenance import compact
     from queuectl.job import utcnow
-    from queuectl.maintenance import compact
 
     store = ctx.store
     seconds = _duration_option(retention) if retention else store.config.get("journal-retention")
@@ -603,8 +603,8 @@ def journal_compact(ctx: Context, retention: str | None) -> None:
 @pass_context
 def cleanup(ctx: Context, older_than: str, states: tuple[str, ...]) -> None:
     """Remove finished jobs and their logs; the journal records the deletion."""
+    from queuectl.admin.maintenance import cleanup as run_cleanup
     from queuectl.job import JobState, utcnow
-    from queuectl.maintenance import cleanup as run_cleanup
 
     chosen = tuple(JobState(s) for s in (states or ("completed",)))
     with _progress("cleaning") as bar:
@@ -670,8 +670,8 @@ def _progress(label: str) -> _Progress:
 @pass_context
 def logs(ctx: Context, job_id: str, attempt: int | None, follow: bool) -> None:
     """Print a job's captured stdout and stderr."""
-    from queuectl.observe import follow as follow_logs
-    from queuectl.observe import log_files
+    from queuectl.observe.journal_views import follow as follow_logs
+    from queuectl.observe.journal_views import log_files
 
     if follow:
         follow_logs(ctx.store, job_id, _write_stdout)
@@ -707,7 +707,7 @@ def wait(ctx: Context, job_ids: tuple[str, ...], timeout: float | None) -> None:
     """Block until jobs finish. One job: exit with its own exit code (0 when completed).
     Several: 0 when all completed, 1 when any is dead or cancelled."""
     from queuectl.job import JobState
-    from queuectl.observe import wait_for
+    from queuectl.observe.journal_views import wait_for
 
     ids = list(dict.fromkeys(job_ids))
     with _progress("waiting") as bar:
@@ -734,7 +734,7 @@ def stats(ctx: Context, since: str | None, as_json: bool) -> None:
     from datetime import timedelta
 
     from queuectl.job import utcnow
-    from queuectl.observe import compute_stats, journal_records
+    from queuectl.observe.journal_views import compute_stats, journal_records
 
     now = utcnow()
     start = now - timedelta(seconds=_duration_option(since)) if since else None
@@ -770,7 +770,7 @@ def stats(ctx: Context, since: str | None, as_json: bool) -> None:
 @pass_context
 def dashboard(ctx: Context, host: str, port: int, token: str | None, allow_remote: bool) -> None:
     """Serve a web page, a JSON API (/api/...) and /metrics for this home until Ctrl-C."""
-    from queuectl.web import check_bind, serve
+    from queuectl.web.server import check_bind, serve
 
     check_bind(host, token, allow_remote)
     try:
@@ -792,7 +792,7 @@ def dashboard(ctx: Context, host: str, port: int, token: str | None, allow_remot
 @pass_context
 def metrics(ctx: Context) -> None:
     """Print Prometheus metrics (text format) for node_exporter's textfile collector."""
-    from queuectl.promtext import render, snapshot
+    from queuectl.observe.promtext import render, snapshot
 
     click.echo(render(snapshot(ctx.store)), nl=False)
 
@@ -809,7 +809,7 @@ def history(ctx: Context, job_id: str, as_json: bool) -> None:
 
     Works for jobs removed by cleanup or purge too, as long as the journal still has them.
     """
-    from queuectl.history import job_attempts
+    from queuectl.observe.history import job_attempts
 
     runs = job_attempts(ctx.store, job_id)
     if as_json:

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from queuectl.job import JobState
-from queuectl.journal import decode_line, scan
-from queuectl.observe import AttemptFolder
-from queuectl.registry import live_workers
-from queuectl.store import Store
+from queuectl.observe.journal_views import AttemptFolder
+from queuectl.storage.journal import decode_line, scan
+from queuectl.storage.store import Store
+from queuectl.worker.registry import live_workers
 
 __all__ = ["BUCKETS", "cached_records", "render", "snapshot"]
 

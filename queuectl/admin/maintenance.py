@@ -19,9 +19,10 @@ from typing import Any
 
 from filelock import FileLock
 
-from queuectl.durable import fsync_dir, fsync_fd, write_tmp
+from queuectl.admin.rebuild import DELETED, latest_records
 from queuectl.job import Job, JobState, format_time, parse_time
-from queuectl.journal import (
+from queuectl.storage.durable import fsync_dir, fsync_fd, write_tmp
+from queuectl.storage.journal import (
     Record,
     encode_record,
     iter_segment,
@@ -29,8 +30,7 @@ from queuectl.journal import (
     snapshot_numbers,
     snapshot_path,
 )
-from queuectl.rebuild import DELETED, latest_records
-from queuectl.store import Store, read_job_file
+from queuectl.storage.store import Store, read_job_file
 
 __all__ = ["CompactReport", "cleanup", "compact", "purge"]
 

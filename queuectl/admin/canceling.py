@@ -14,10 +14,10 @@ import os
 import time
 from typing import Final
 
-from queuectl.durable import FILE_MODE
 from queuectl.errors import QueueError
 from queuectl.job import JobState, utcnow
-from queuectl.store import Store
+from queuectl.storage.durable import FILE_MODE
+from queuectl.storage.store import Store
 
 __all__ = ["cancel_job"]
 

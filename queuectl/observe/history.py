@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from queuectl.errors import NotFound
-from queuectl.observe import attempts, journal_records
-from queuectl.store import Store
+from queuectl.observe.journal_views import attempts, journal_records
+from queuectl.storage.store import Store
 
 __all__ = ["job_attempts"]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from queuectl.errors import QueueError
-from queuectl.outputs import OutputFiles, OutputPool
-from queuectl.store import Change, Claim, Store
+from queuectl.storage.store import Change, Claim, Store
+from queuectl.worker.outputs import OutputFiles, OutputPool
 
 __all__ = ["COMMIT_WINDOW_SECONDS", "CommitQueue"]
 

@@ -19,7 +19,7 @@ from typing import Final
 
 from queuectl.job import utcnow
 from queuectl.scheduler import Outcome, OutcomeKind
-from queuectl.spawn import spawn_shell
+from queuectl.worker.spawn import spawn_shell
 
 __all__ = [
     "KILL_GRACE_SECONDS",

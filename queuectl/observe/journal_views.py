@@ -19,8 +19,8 @@ from typing import Any, Final
 
 from queuectl.errors import NotFound, QueueError
 from queuectl.job import JobState, parse_time
-from queuectl.journal import scan
-from queuectl.store import Store
+from queuectl.storage.journal import scan
+from queuectl.storage.store import Store
 
 __all__ = [
     "AttemptFigures",

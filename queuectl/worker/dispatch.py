@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Final
 
 from queuectl.config import backoff_policy
-from queuectl.durable import read_regular
 from queuectl.job import Job, JobState, parse_time, utcnow
 from queuectl.scheduler import Outcome, OutcomeKind, after_attempt, queue_key
-from queuectl.store import MAX_JOB_FILE_BYTES, Store
-from queuectl.watch import DirWatcher, open_watcher
+from queuectl.storage.durable import read_regular
+from queuectl.storage.store import MAX_JOB_FILE_BYTES, Store
+from queuectl.worker.watch import DirWatcher, open_watcher
 
 __all__ = ["RECOVERY_INTERVAL_SECONDS", "Dispatcher", "RunnableIndex"]
 
