@@ -21,7 +21,15 @@ from typing import Any, Final
 
 from queuectl.errors import UsageError
 
-__all__ = ["DEFAULTS", "KEYS", "Config", "canonical_key", "parse_duration", "parse_value"]
+__all__ = [
+    "DEFAULTS",
+    "KEYS",
+    "Config",
+    "ConfigError",
+    "canonical_key",
+    "parse_duration",
+    "parse_value",
+]
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -52,9 +60,12 @@ def _number_in(low: float, high: float) -> Callable[[str], float | int]:
 
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
+MAX_DURATION_SECONDS: Final = 100 * 365 * 86400
+"""Longer durations are refused: added to a date they would leave the calendar."""
+
 
 def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds."""
+    """``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds (at most 100 years)."""
     value = text.strip().lower()
     unit = 1
     if value and value[-1] in _UNITS:
@@ -66,6 +77,8 @@ def parse_duration(text: str) -> float:
         raise ValueError("must be a duration such as 90s, 15m, 12h or 7d") from None
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError("must be a duration such as 90s, 15m, 12h or 7d")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError("must be at most 100 years")
     return seconds
 
 
@@ -143,7 +156,8 @@ def parse_value(key: str, text: str) -> Any:
 
 
 def backoff_policy(values: dict[str, Any]) -> Any:
-    """The ``Backoff`` the settings describe (imported lazily: config sits below scheduler)."""
+    """The ``Backoff`` the settings describe (``scheduler`` imports ``job``, which this module
+    does not need; importing it here lazily keeps ``queuectl config`` light)."""
     from queuectl.scheduler import Backoff
 
     return Backoff(
@@ -153,19 +167,41 @@ def backoff_policy(values: dict[str, Any]) -> Any:
     )
 
 
-class Config:
-    """Reads ``config.json`` and re-reads it only when its mtime changes.
+MAX_CONFIG_BYTES: Final = 64 << 10
 
-    Workers set ``recheck`` to 0.5 s, so a long-running worker sees a ``config set`` within
-    half a second without a stat per job; one-shot commands always look.
+
+class ConfigError(UsageError):
+    """``config.json`` cannot be used: it names the file, the problem and the way out."""
+
+
+class Config:
+    """Reads ``config.json`` and re-reads it only when it changes.
+
+    The file is untrusted input: a symlink, a FIFO or a file over 64 KiB is refused unread,
+    JSON that is not an object or a value a key does not accept is an error naming the file
+    (``ConfigError``, exit 2), and nothing overwrites such a file silently. Unknown keys (a
+    newer version's) are kept and reported once as a warning.
+
+    Workers set ``recheck`` to 0.5 s (a ``config set`` is seen within half a second without
+    a stat per job) and ``on_error``: a worker whose file goes bad keeps its last good
+    settings and reports the problem once, instead of failing every job.
     """
 
-    def __init__(self, path: Path, recheck: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        recheck: float = 0.0,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = path
         self.recheck = recheck
+        self.warn = warn or _stderr_warning
+        self.on_error: Callable[[str], None] | None = None
         self._next_check = 0.0
         self._stamp: tuple[int, int, int] | None = None
         self._values: dict[str, Any] = dict(DEFAULTS)
+        self._stored: dict[str, Any] = {}
+        self._reported: str | None = None
 
     def values(self) -> dict[str, Any]:
         """Current settings; the file is looked at no more than every ``recheck`` seconds."""
@@ -174,30 +210,91 @@ class Config:
             return self._values
         self._next_check = now + self.recheck
         try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            self._stamp, self._values = None, dict(DEFAULTS)
-            return self._values
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # set_config always makes a new inode
-        if stamp != self._stamp:
-            self._values = self._read()
-            self._stamp = stamp
+            self._refresh()
+        except ConfigError as exc:
+            if self.on_error is None:
+                raise
+            if str(exc) != self._reported:
+                self._reported = str(exc)
+                self.on_error(f"{exc}; keeping the last good settings")
         return self._values
 
     def get(self, key: str) -> Any:
         return self.values()[key]
 
-    def _read(self) -> dict[str, Any]:
-        values = dict(DEFAULTS)
+    def stored(self) -> dict[str, Any]:
+        """What the file holds now (known keys validated, unknown ones kept): the base for
+        ``config set``, which must not silently replace a file it cannot read."""
+        self._refresh()
+        return dict(self._stored)
+
+    def _refresh(self) -> None:
         try:
-            stored = json.loads(self.path.read_bytes())
-        except (OSError, ValueError):
-            return values
-        if isinstance(stored, dict):
-            for key, value in stored.items():
-                if key in KEYS:
-                    try:
-                        values[key] = KEYS[key].parse(str(value))
-                    except ValueError:
-                        pass
-        return values
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._values, self._stored = None, dict(DEFAULTS), {}
+            return
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # set_config always makes a new inode
+        if stamp != self._stamp:
+            stored = self._read()
+            values = dict(DEFAULTS)
+            values.update({k: v for k, v in stored.items() if k in KEYS})
+            self._values, self._stored, self._stamp = values, stored, stamp
+
+    def _read(self) -> dict[str, Any]:
+        from queuectl.storage.durable import read_regular
+
+        try:
+            raw, _ = read_regular(self.path, MAX_CONFIG_BYTES)
+        except OSError as exc:
+            raise self._error(_read_problem(exc)) from None
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise self._error(f"it is larger than {MAX_CONFIG_BYTES} bytes")
+        try:
+            stored = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise self._error("it is not valid JSON") from None
+        if not isinstance(stored, dict):
+            raise self._error("it is not a JSON object")
+        checked: dict[str, Any] = {}
+        unknown = []
+        for key, value in stored.items():
+            if key not in KEYS:
+                unknown.append(str(key))
+                checked[key] = value
+                continue
+            try:
+                checked[key] = KEYS[key].parse(str(value))
+            except ValueError as exc:
+                raise self._error(f"{key} = {value!r} {exc}") from None
+        if unknown and self._reported != f"unknown:{unknown}":
+            self._reported = f"unknown:{unknown}"
+            self.warn(
+                f"warning: {self.path} has unknown key(s) {', '.join(unknown)} "
+                "(from a newer queuectl?); they are kept and ignored"
+            )
+        return checked
+
+    def _error(self, problem: str) -> ConfigError:
+        return ConfigError(
+            f"cannot use the settings in {self.path}: {problem}; fix the file or remove it "
+            "(then 'queuectl config set' writes a new one)"
+        )
+
+
+def _read_problem(exc: OSError) -> str:
+    import errno
+
+    if exc.errno == errno.ELOOP:
+        return "it is a symbolic link"
+    if exc.errno in (errno.EINVAL, errno.ENXIO):
+        return "it is not a regular file"
+    if exc.errno == errno.EFBIG:
+        return f"it is larger than {MAX_CONFIG_BYTES} bytes"
+    return f"it cannot be read ({exc.strerror})"
+
+
+def _stderr_warning(message: str) -> None:
+    import sys
+
+    print(f"queuectl: {message}", file=sys.stderr)

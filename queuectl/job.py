@@ -27,6 +27,7 @@ __all__ = [
     "JobState",
     "format_time",
     "job_from_input",
+    "new_generation",
     "new_job_id",
     "parse_object",
     "parse_time",
@@ -59,6 +60,22 @@ PRIORITY_RANGE: Final = (-100, 100)
 """Higher runs first; 0 is the default."""
 
 MAX_TIMEOUT_SECONDS: Final = 31_536_000
+
+MAX_COUNT: Final = 1 << 31
+"""Upper bound for ``attempts`` and ``runs`` in a stored file."""
+
+MAX_REV: Final = 1 << 53
+"""Readers accept revisions up to here (JSON's exact integers); a claim refuses files that
+are implausibly close to it (``MAX_CLAIMABLE_REV``), so no change can push a job past it."""
+
+MAX_CLAIMABLE_REV: Final = 1 << 40
+
+MAX_TEXT_CHARS: Final = 1 << 16
+"""Free-text fields of a stored job (last_error, worker, source) are at most this long."""
+
+MAX_ENV_BYTES: Final = 1 << 20
+"""All of a job's ``env`` names and values together: with the command (128 KiB) and a full
+history this keeps every job file far below the 4 MiB a worker reads."""
 ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 HISTORY_LIMIT: Final = 50
 """Attempts kept in the job file (the journal has all of them)."""
@@ -89,6 +106,23 @@ def parse_time(text: str) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment
+
+
+def new_generation(now: datetime | None = None) -> int:
+    """A new life's generation: the wall clock in nanoseconds (see ``Job.generation``)."""
+    moment = now or utcnow()
+    seconds = int(moment.replace(microsecond=0).timestamp())
+    return seconds * 1_000_000_000 + moment.microsecond * 1000 + _nano_tick()
+
+
+_tick = 0
+
+
+def _nano_tick() -> int:
+    """0-999 ns added to a generation, so two lives made in one microsecond still differ."""
+    global _tick
+    _tick = (_tick + 1) % 1000
+    return _tick
 
 
 def new_job_id(now: datetime | None = None) -> str:
@@ -125,6 +159,13 @@ class Job:
     created_at: str
     updated_at: str
     rev: int = 1
+    generation: int = 0
+    """Which life of the id this is: its enqueue time in nanoseconds. An id freed by cleanup
+    or purge can be enqueued again; replay prefers the newest life, so a later life is never
+    hidden by the earlier life's ``deleted`` record (whose rev is higher)."""
+    queued_at: str | None = None
+    """When the job last became runnable (enqueue, run_at, a retry's due time, a DLQ retry,
+    a recovery): the start of the queue wait that ``stats`` and the metrics report."""
     next_run_at: str | None = None
     last_exit_code: int | None = None
     last_error: str | None = None
@@ -163,7 +204,9 @@ class Job:
             "finished_at": self.finished_at,
             "worker": self.worker,
             "source": self.source,
+            "queued_at": self.queued_at,
             "rev": self.rev,
+            "generation": self.generation,
             "history": self.history,
         }
         for key, value in self.extra.items():
@@ -184,39 +227,41 @@ class Job:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
-        """Read a stored job; raises ``InvalidJob`` when required fields are missing or wrong."""
+        """Read a stored job, checking every known field's type and range the same strict way
+        whatever folder the file sits in (every file in the home is untrusted input); unknown
+        keys are kept. Raises ``InvalidJob`` naming the first bad field."""
         try:
-            known = {name for name in cls.__dataclass_fields__ if name != "extra"}
-            extra = {k: v for k, v in data.items() if k not in known}
+            extra = {k: v for k, v in data.items() if k not in _KNOWN}
+            attempts = _require_int(data["attempts"], "attempts", 0, MAX_COUNT)
             job = cls(
                 id=validate_id(data["id"]),
                 command=_require_command(data["command"]),
-                state=JobState(data["state"]),
-                attempts=_require_int(data["attempts"], "attempts", 0, 1 << 31),
+                state=_require_state(data["state"]),
+                attempts=attempts,
                 max_retries=_require_int(data["max_retries"], "max_retries", 0, MAX_RETRIES_LIMIT),
-                created_at=str(data["created_at"]),
-                updated_at=str(data["updated_at"]),
-                rev=_require_int(data.get("rev", 1), "rev", 0, 1 << 62),
-                next_run_at=data.get("next_run_at"),
-                last_exit_code=data.get("last_exit_code"),
-                last_error=data.get("last_error"),
-                started_at=data.get("started_at"),
-                finished_at=data.get("finished_at"),
-                worker=data.get("worker"),
-                runs=_require_int(data.get("runs", data["attempts"]), "runs", 0, 1 << 31),
-                source=str(data.get("source", "cli")),
+                created_at=_require_stamp(data["created_at"], "created_at"),
+                updated_at=_require_stamp(data["updated_at"], "updated_at"),
+                rev=_require_int(data.get("rev", 1), "rev", 0, MAX_REV),
+                generation=_require_int(data.get("generation", 0), "generation", 0, 1 << 63),
+                queued_at=_optional_stamp(data, "queued_at"),
+                next_run_at=_optional_stamp(data, "next_run_at"),
+                last_exit_code=_optional_int(data, "last_exit_code", -(1 << 31), 1 << 31),
+                last_error=_optional_text(data, "last_error"),
+                started_at=_optional_stamp(data, "started_at"),
+                finished_at=_optional_stamp(data, "finished_at"),
+                worker=_optional_text(data, "worker"),
+                runs=_require_int(data.get("runs", attempts), "runs", 0, MAX_COUNT),
+                source=_require_text(data.get("source", "cli"), "source"),
                 priority=_require_int(data.get("priority", 0), "priority", *PRIORITY_RANGE),
-                run_at=data.get("run_at"),
-                timeout=data.get("timeout"),
-                cwd=data.get("cwd"),
-                env=dict(data.get("env") or {}),
-                history=list(data.get("history") or []),
+                run_at=_optional_stamp(data, "run_at"),
+                timeout=_optional(data, "timeout", _require_timeout),
+                cwd=_optional(data, "cwd", _require_cwd),
+                env=_require_env(data.get("env") or {}),
+                history=_require_history(data.get("history") or []),
                 extra=extra,
             )
         except KeyError as exc:
             raise InvalidJob(f"missing field {exc.args[0]!r}") from None
-        except ValueError as exc:
-            raise InvalidJob(str(exc)) from None
         return job
 
     @classmethod
@@ -226,6 +271,8 @@ class Job:
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
 _KEY_TEXT: Final = {name: _dumps(name) for name in Job.__dataclass_fields__}
+_KNOWN: Final = frozenset(name for name in Job.__dataclass_fields__ if name != "extra")
+_STATES: Final = {state.value: state for state in JobState}
 
 
 def _encode_value(value: object) -> str:
@@ -298,6 +345,53 @@ def _require_int(value: object, name: str, low: int, high: int) -> int:
     return number
 
 
+def _require_state(value: object) -> JobState:
+    state = _STATES.get(value) if isinstance(value, str) else None
+    if state is None:
+        raise InvalidJob(f"'state' must be one of {', '.join(_STATES)}")
+    return state
+
+
+def _require_text(value: object, name: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS:
+        raise InvalidJob(f"'{name}' must be a string of at most {MAX_TEXT_CHARS} characters")
+    return value
+
+
+def _optional_text(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return None if value is None else _require_text(value, name)
+
+
+def _optional_int(data: dict[str, Any], name: str, low: int, high: int) -> int | None:
+    value = data.get(name)
+    return None if value is None else _require_int(value, name, low, high)
+
+
+def _require_stamp(value: object, name: str) -> str:
+    """A stored ISO 8601 time (queuectl writes ``2026-11-23T12:30:00.123Z``)."""
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            datetime.fromisoformat(value)
+            return value
+        except ValueError:
+            pass
+    raise InvalidJob(f"'{name}' must be an ISO 8601 time")
+
+
+def _optional_stamp(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return None if value is None else _require_stamp(value, name)
+
+
+def _require_history(value: object) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or len(value) > 4 * HISTORY_LIMIT:
+        raise InvalidJob("'history' must be a list of attempts")
+    if not all(isinstance(entry, dict) for entry in value):
+        raise InvalidJob("'history' must be a list of objects")
+    return value
+
+
 def job_from_input(
     raw: bytes | str | dict[str, Any],
     *,
@@ -328,7 +422,9 @@ def job_from_input(
     max_retries = default_max_retries
     if "max_retries" in data:
         max_retries = _require_int(data["max_retries"], "max_retries", 0, MAX_RETRIES_LIMIT)
-    stamp = format_time(now or utcnow())
+    moment = now or utcnow()
+    stamp = format_time(moment)
+    run_at = _optional(data, "run_at", _require_time)
     return Job(
         id=job_id,
         command=command,
@@ -338,8 +434,10 @@ def job_from_input(
         created_at=stamp,
         updated_at=stamp,
         source=source,
+        generation=new_generation(moment),
+        queued_at=run_at or stamp,
         priority=_require_int(data.get("priority", 0), "priority", *PRIORITY_RANGE),
-        run_at=_optional(data, "run_at", _require_time),
+        run_at=run_at,
         timeout=_optional(data, "timeout", _require_timeout),
         cwd=_optional(data, "cwd", _require_cwd),
         env=_require_env(data.get("env", {})),
@@ -394,7 +492,13 @@ def _require_env(value: object) -> dict[str, str]:
         raise InvalidJob("'env' must be an object of NAME: value strings")
     if len(value) > 256:
         raise InvalidJob("'env' may set at most 256 variables")
+    total = 0
     for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise InvalidJob(f"'env' value of {str(key)[:40]} must be a string")
+        total += len(key) + len(item) + 2
+        if total > MAX_ENV_BYTES:
+            raise InvalidJob(f"'env' is larger than {MAX_ENV_BYTES} bytes in all")
         if not ENV_NAME.fullmatch(key):
             raise InvalidJob(f"'env' has an invalid variable name {key[:40]!r}")
         if not isinstance(item, str) or "\x00" in item:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
-from queuectl.job import HISTORY_LIMIT, Job, JobState, format_time
+from queuectl.job import HISTORY_LIMIT, Job, JobState, format_time, parse_time
 
 __all__ = ["MAX_BACKOFF_SECONDS", "Outcome", "OutcomeKind", "after_attempt", "backoff_seconds"]
 
@@ -116,13 +116,22 @@ def after_attempt(
     if attempts > job.max_retries:
         return _copy(job, state=JobState.DEAD, last_error=error, next_run_at=None, **common)
     if outcome.kind is OutcomeKind.WORKER_LOST:
-        return _copy(job, state=JobState.PENDING, last_error=error, next_run_at=None, **common)
+        return _copy(
+            job,
+            state=JobState.PENDING,
+            last_error=error,
+            next_run_at=None,
+            queued_at=stamp,
+            **common,
+        )
     delay = policy.seconds(attempts, rng)
     try:
         due = format_time(now + timedelta(seconds=delay))
     except OverflowError:
         due = "9999-12-31T23:59:59.000Z"
-    return _copy(job, state=JobState.FAILED, last_error=error, next_run_at=due, **common)
+    return _copy(
+        job, state=JobState.FAILED, last_error=error, next_run_at=due, queued_at=due, **common
+    )
 
 
 def _history_entry(
@@ -139,10 +148,21 @@ def _history_entry(
         "started_at": started,
         "finished_at": finished,
         "duration": duration,
+        "waited": _waited(job.queued_at, outcome.started_at),
         "worker": job.worker,
         "error": outcome.error,
         "stderr_tail": outcome.stderr_tail,
     }
+
+
+def _waited(queued_at: str | None, started: datetime | None) -> float | None:
+    """Seconds the attempt waited in the queue: from when the job last became runnable."""
+    if not queued_at or started is None:
+        return None
+    try:
+        return round(max(0.0, (started - parse_time(queued_at)).total_seconds()), 3)
+    except ValueError:
+        return None
 
 
 def _copy(job: Job, **fields: object) -> Job:

@@ -64,7 +64,7 @@ def put(home: Path, job_id: str, state: JobState, **changes: object) -> Job:
     if state is JobState.PENDING:
         return job
     moved = with_state(job, state, utcnow(), **changes)
-    store.commit([Change(moved, state.value, remove=home / "pending" / f"{job_id}.json")])
+    store.commits.commit([Change(moved, state.value, remove=home / "pending" / f"{job_id}.json")])
     return moved
 
 
@@ -364,6 +364,7 @@ def test_show_json(populated: Path) -> None:
     result = invoke(populated, "show", "f1", "--json")
     assert result.exit_code == 0
     data = json.loads(result.stdout)
+    assert data.pop("running") is None  # only a job in processing/ runs
     assert data == json.loads((populated / "failed" / "f1.json").read_text())
     assert data["state"] == "failed"
 

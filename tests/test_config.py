@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from queuectl.config import DEFAULTS, KEYS, Config, canonical_key, parse_duration, parse_value
+from queuectl.config import (
+    DEFAULTS,
+    KEYS,
+    Config,
+    ConfigError,
+    canonical_key,
+    parse_duration,
+    parse_value,
+)
 from queuectl.errors import UsageError
 from queuectl.storage.store import Store
 
@@ -140,24 +148,44 @@ def test_values_are_read_from_the_file(tmp_path: Path) -> None:
     assert config.get("job-timeout") == 30
 
 
-def test_bad_stored_values_fall_back_per_key(tmp_path: Path) -> None:
+def test_a_bad_stored_value_is_an_error_naming_the_file_and_the_key(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
-    write_config(
-        path,
-        {"max-retries": -4, "backoff-base": "x", "job-timeout": 12, "unknown": 1, "max_retries": 9},
-    )
-    values = Config(path).values()
-    assert values["max-retries"] == 3
-    assert values["backoff-base"] == 2
-    assert values["job-timeout"] == 12
-    assert "unknown" not in values and "max_retries" not in values
+    write_config(path, {"max-retries": -4, "job-timeout": 12})
+    with pytest.raises(ConfigError) as caught:
+        Config(path).values()
+    assert str(path) in str(caught.value) and "max-retries" in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def test_unknown_keys_are_kept_and_only_warned_about(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    write_config(path, {"job-timeout": 12, "future-key": 1})
+    warnings: list[str] = []
+    config = Config(path, warn=warnings.append)
+    assert config.get("job-timeout") == 12 and "future-key" not in config.values()
+    assert config.stored()["future-key"] == 1
+    assert len(warnings) == 1 and "future-key" in warnings[0]
 
 
 @pytest.mark.parametrize("content", ["{oops", "[1, 2]", '"text"', "", "\xff"])
-def test_unreadable_file_gives_defaults(tmp_path: Path, content: str) -> None:
+def test_unreadable_file_is_an_error_not_defaults(tmp_path: Path, content: str) -> None:
     path = tmp_path / "config.json"
     path.write_bytes(content.encode("latin-1"))
-    assert Config(path).values() == DEFAULTS
+    with pytest.raises(ConfigError, match=r"config\.json"):
+        Config(path).values()
+
+
+def test_a_worker_keeps_its_last_good_settings_and_reports_once(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    write_config(path, {"job-timeout": 7})
+    reports: list[str] = []
+    config = Config(path)
+    config.on_error = reports.append
+    assert config.get("job-timeout") == 7
+    path.write_text("{broken")
+    for _ in range(3):
+        assert config.get("job-timeout") == 7
+    assert len(reports) == 1 and "keeping the last good settings" in reports[0]
 
 
 def test_change_is_picked_up_without_a_new_object(tmp_path: Path) -> None:

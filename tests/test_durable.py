@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from queuectl.storage import durable
 from queuectl.errors import StorageError
+from queuectl.storage import durable
 from queuectl.storage.durable import (
     FILE_MODE,
     fsync_dir,

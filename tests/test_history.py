@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from queuectl.admin.maintenance import cleanup
 from queuectl.cli.main import cli
 from queuectl.job import Job, JobState, job_from_input, utcnow
-from queuectl.observe.history import job_attempts
+from queuectl.observe.attempts import job_attempts
 from queuectl.scheduler import Outcome, OutcomeKind, after_attempt
 from queuectl.storage.home import Home
 from queuectl.storage.store import Change, Claim, Store
@@ -36,7 +36,7 @@ def add(store: Store, job_id: str, max_retries: int = 0) -> None:
 
 
 def claim(store: Store, job_id: str, origin: JobState) -> Claim:
-    taken = store.claim(f"{job_id}.json", origin, "test:1:0", utcnow())
+    taken = store.claims.claim(f"{job_id}.json", origin, "test:1:0", utcnow())
     assert isinstance(taken, Claim), taken
     return taken
 
@@ -49,7 +49,7 @@ def run_once(store: Store, job_id: str, exit_code: int, origin: JobState) -> Job
     error = None if exit_code == 0 else f"exit code {exit_code}"
     outcome = Outcome(kind, exit_code=exit_code, error=error, started_at=now, finished_at=now)
     updated = after_attempt(taken.job, outcome, backoff_base=0.0, now=now)
-    store.commit([Change(updated, updated.state.value, remove=taken.path)])
+    store.commits.commit([Change(updated, updated.state.value, remove=taken.path, attempt=True)])
     taken.release()
     return updated
 
@@ -62,7 +62,7 @@ def lose_worker(store: Store, job_id: str) -> str | None:
         outcome = Outcome(OutcomeKind.WORKER_LOST, error="worker lost while running it")
         return after_attempt(replace(job, worker=None), outcome, backoff_base=0.0, now=utcnow())
 
-    return store.recover_orphan(f"{job_id}.json", lost)
+    return store.recovery.recover_orphan(f"{job_id}.json", lost)
 
 
 def eventful(store: Store) -> None:
@@ -137,8 +137,8 @@ def test_history_outlives_cleanup_while_the_journal_keeps_the_job(tmp_path: Path
     store = new_store(tmp_path)
     add(store, "old")
     run_once(store, "old", 0, JobState.PENDING)
-    assert cleanup(store, 0, (JobState.COMPLETED,), utcnow() + timedelta(seconds=1)) == ["old"]
-    assert store.locate("old") is None
+    assert cleanup(store, 0, (JobState.COMPLETED,), utcnow() + timedelta(seconds=1))[0] == ["old"]
+    assert store.folders.locate("old") is None
     result = invoke(store.home.root, "history", "old", "--json")
     assert result.exit_code == 0, result.output
     assert [r["outcome"] for r in json.loads(result.output)] == ["succeeded"]

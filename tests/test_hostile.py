@@ -101,7 +101,7 @@ def test_dropped_files_are_claimed_or_rejected_never_crash(
     path.write_bytes(content)
     os.chmod(path, 0o600)
     os.utime(path, (1, 1))  # long settled: a still-being-written excuse does not apply
-    result = store.claim(name, JobState.PENDING, "test", utcnow())
+    result = store.claims.claim(name, JobState.PENDING, "test", utcnow())
     if isinstance(result, Claim):
         assert (store.home.root / "processing" / f"{result.job.id}.json").exists()
         Job.from_json((store.home.root / "processing" / f"{result.job.id}.json").read_bytes())
@@ -186,7 +186,7 @@ def store(tmp_path: Path) -> Store:
 def test_group_writable_drop_is_rejected(store: Store) -> None:
     path = _drop(store, "gw.json")
     os.chmod(path, 0o664)
-    result = store.claim("gw.json", JobState.PENDING, "t", utcnow())
+    result = store.claims.claim("gw.json", JobState.PENDING, "t", utcnow())
     assert isinstance(result, ClaimMiss) and result.rejected
     assert "writable by group or others" in (store.home.rejected / "gw.json.reason").read_text()
 
@@ -196,14 +196,14 @@ def test_hard_linked_drop_is_rejected(store: Store, tmp_path: Path) -> None:
     outside.write_bytes(b'{"command": "echo hi"}')
     os.chmod(outside, 0o600)
     os.link(outside, store.home.root / "pending" / "hl.json")
-    result = store.claim("hl.json", JobState.PENDING, "t", utcnow())
+    result = store.claims.claim("hl.json", JobState.PENDING, "t", utcnow())
     assert isinstance(result, ClaimMiss) and result.rejected
     assert "hard links" in result.reason
 
 
 def test_oversized_drop_is_rejected_unread(store: Store) -> None:
     _drop(store, "big.json", b" " * (5 << 20))
-    result = store.claim("big.json", JobState.PENDING, "t", utcnow())
+    result = store.claims.claim("big.json", JobState.PENDING, "t", utcnow())
     assert isinstance(result, ClaimMiss) and result.rejected and "larger than" in result.reason
 
 
@@ -211,7 +211,7 @@ def test_oversized_drop_is_rejected_unread(store: Store) -> None:
 def test_drop_owned_by_another_user_is_rejected(store: Store) -> None:
     path = _drop(store, "other.json")
     os.chown(path, 65534, 65534)
-    result = store.claim("other.json", JobState.PENDING, "t", utcnow())
+    result = store.claims.claim("other.json", JobState.PENDING, "t", utcnow())
     assert isinstance(result, ClaimMiss) and result.rejected
     assert "owned by another user" in result.reason
 

@@ -41,7 +41,7 @@ def add(store: Store, job_id: str, max_retries: int = 0, **fields: object) -> No
 
 
 def take(store: Store, job_id: str) -> Claim:
-    claim = store.claim(f"{job_id}.json", JobState.PENDING, "test:1:0", utcnow())
+    claim = store.claims.claim(f"{job_id}.json", JobState.PENDING, "test:1:0", utcnow())
     assert isinstance(claim, Claim), claim
     return claim
 
@@ -59,7 +59,7 @@ def record(store: Store, claim: Claim, exit_code: int, out: bytes = b"", err: by
     error = None if exit_code == 0 else f"exit code {exit_code}"
     outcome = Outcome(kind, exit_code=exit_code, error=error, started_at=now, finished_at=now)
     updated = after_attempt(job, outcome, backoff_base=0.0, now=now)
-    store.commit([Change(updated, updated.state.value, remove=claim.path)])
+    store.commits.commit([Change(updated, updated.state.value, remove=claim.path)])
     claim.release()
 
 
@@ -95,7 +95,7 @@ def test_logs_prints_the_latest_attempt_stdout_then_stderr_labelled(tmp_path: Pa
     store = new_store(tmp_path)
     add(store, "j", max_retries=1)
     run_once(store, "j", 3, out=b"first\n")
-    claim = store.claim("j.json", JobState.FAILED, "test:1:0", utcnow())
+    claim = store.claims.claim("j.json", JobState.FAILED, "test:1:0", utcnow())
     assert isinstance(claim, Claim), claim
     record(store, claim, 0, out=b"second-out\n", err=b"second-err\n")
     result = invoke(store.home.root, "logs", "j")
@@ -150,7 +150,9 @@ def test_logs_follow_prints_what_is_recorded_until_the_job_leaves_processing(
         result = invoke(store.home.root, "logs", "f", "--follow")
     assert result.exit_code == 0, result.output
     assert result.output == "made it\n"
-    assert store.locate("f") is not None and store.locate("f")[0] is JobState.COMPLETED
+    assert (
+        store.folders.locate("f") is not None and store.folders.locate("f")[0] is JobState.COMPLETED
+    )
 
 
 def test_logs_after_a_dlq_retry_do_not_show_an_earlier_run(tmp_path: Path) -> None:
@@ -159,11 +161,11 @@ def test_logs_after_a_dlq_retry_do_not_show_an_earlier_run(tmp_path: Path) -> No
     command = f"if [ -e {marker} ]; then exit 0; fi; echo from-the-first-run; exit 3"
     store.enqueue([job_from_input({"id": "r", "command": command}, default_max_retries=0)])
     assert run_cli(store.home.root, "worker", "start", "--burst").returncode == 0
-    assert store.locate("r") is not None and store.locate("r")[0] is JobState.DEAD
+    assert store.folders.locate("r") is not None and store.folders.locate("r")[0] is JobState.DEAD
     marker.touch()
     store.retry_dead("r", utcnow())
     assert run_cli(store.home.root, "worker", "start", "--burst").returncode == 0
-    assert store.load("r").state is JobState.COMPLETED
+    assert store.folders.load("r").state is JobState.COMPLETED
     assert "from-the-first-run" not in invoke(store.home.root, "logs", "r").output
 
 
@@ -176,7 +178,7 @@ def test_wait_blocks_until_another_thread_completes_the_job(tmp_path: Path) -> N
     actor = Store(Home(store.home.root))
     with soon(lambda: run_once(actor, "w", 0)):
         result = invoke(store.home.root, "wait", "w", "--timeout", SAFETY_TIMEOUT)
-        done = store.load("w").state  # as wait returned, before the timer thread is joined
+        done = store.folders.load("w").state  # as wait returned, before the timer thread is joined
     assert result.exit_code == 0, result.output
     assert done is JobState.COMPLETED
 
@@ -202,11 +204,11 @@ def test_wait_passes_a_failed_job_waiting_for_its_retry(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     add(store, "r", max_retries=1)
     run_once(store, "r", 3)
-    assert store.locate("r") is not None and store.locate("r")[0] is JobState.FAILED
+    assert store.folders.locate("r") is not None and store.folders.locate("r")[0] is JobState.FAILED
     actor = Store(Home(store.home.root))
 
     def retry() -> None:
-        claim = actor.claim("r.json", JobState.FAILED, "test:1:0", utcnow())
+        claim = actor.claims.claim("r.json", JobState.FAILED, "test:1:0", utcnow())
         assert isinstance(claim, Claim), claim
         record(actor, claim, 0)
 
@@ -230,14 +232,14 @@ def test_wait_for_several_is_0_when_all_completed_and_1_naming_the_others(
     assert "not completed: c" in mixed.output
 
 
-def test_wait_timeout_exits_1_naming_only_the_unfinished(tmp_path: Path) -> None:
+def test_wait_timeout_exits_124_naming_only_the_unfinished(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     add(store, "done")
     add(store, "never", run_at="2099-01-01T00:00:00Z")
     add(store, "nor")
     run_once(store, "done", 0)
     result = invoke(store.home.root, "wait", "done", "never", "nor", "--timeout", "0.3")
-    assert result.exit_code == 1
+    assert result.exit_code == 124  # as timeout(1)
     assert "timed out waiting for: never nor" in result.output
     assert "done" not in result.output
 

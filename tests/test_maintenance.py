@@ -11,12 +11,12 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from queuectl.admin.maintenance import cleanup, compact
-from queuectl.admin.rebuild import latest_records
+from queuectl.admin.rebuild import winners
 from queuectl.cli.main import cli
 from queuectl.job import JobState, utcnow
 from queuectl.scheduler import Outcome, OutcomeKind, after_attempt
 from queuectl.storage.home import Home
-from queuectl.storage.journal import Journal, scan, segment_numbers, snapshot_numbers
+from queuectl.storage.journal import Journal, segment_numbers, snapshot_numbers
 from queuectl.storage.store import Change, Claim, Store
 
 STATES = ("pending", "processing", "completed", "failed", "dead")
@@ -26,19 +26,24 @@ def invoke(home: Path, *args: str, input: str | None = None):  # type: ignore[no
     return CliRunner().invoke(cli, ["--home", str(home), *args], input=input)
 
 
+def latest(home: Path) -> dict[str, tuple[str, int]]:
+    """(event, rev) of each job's winning journal record."""
+    return {k: (w.event, w.rev) for k, w in winners(Store(Home(home))).items()}
+
+
 def tree(home: Path) -> dict[str, bytes]:
     return {f"{s}/{p.name}": p.read_bytes() for s in STATES for p in (home / s).glob("*.json")}
 
 
 def finish(store: Store, job_id: str, ok: bool = True, when_days_ago: float = 0) -> None:
     """Claim and finish one job in-process, as a worker thread would."""
-    claim = store.claim(f"{job_id}.json", JobState.PENDING, "test", utcnow())
+    claim = store.claims.claim(f"{job_id}.json", JobState.PENDING, "test", utcnow())
     assert isinstance(claim, Claim), claim
     moment = utcnow() - timedelta(days=when_days_ago)
     kind = OutcomeKind.SUCCEEDED if ok else OutcomeKind.FAILED
     outcome = Outcome(kind, exit_code=0 if ok else 1, started_at=moment, finished_at=moment)
     updated = after_attempt(claim.job, outcome, backoff_base=2, now=moment)
-    store.commit([Change(updated, updated.state.value, remove=claim.path)])
+    store.commits.commit([Change(updated, updated.state.value, remove=claim.path, attempt=True)])
     claim.release()
 
 
@@ -70,7 +75,7 @@ def test_rebuild_from_the_journal_alone_reproduces_the_tree(tmp_path: Path) -> N
 
 def test_rebuild_puts_a_mid_run_job_back_where_it_was_claimed_from(tmp_path: Path) -> None:
     store = populated(tmp_path)
-    claim = store.claim("j4.json", JobState.PENDING, "test", utcnow())
+    claim = store.claims.claim("j4.json", JobState.PENDING, "test", utcnow())
     assert isinstance(claim, Claim)
     claim.release()  # its worker "died": the file sits in processing/
     result = invoke(store.home.root, "journal", "rebuild")
@@ -80,7 +85,7 @@ def test_rebuild_puts_a_mid_run_job_back_where_it_was_claimed_from(tmp_path: Pat
 
 
 def test_rebuild_refuses_while_a_worker_is_registered(tmp_path: Path) -> None:
-    from queuectl.worker.registry import register
+    from queuectl.storage.registry import register
 
     store = populated(tmp_path)
     registration = register(store.home.workers, 1, False)
@@ -98,7 +103,7 @@ def test_fsck_clean_then_finds_and_repairs_each_kind_of_damage(tmp_path: Path) -
     shutil.copy(home / "completed" / "j0.json", home / "pending" / "j0.json")  # in two folders
     os.chmod(home / "dead" / "j3.json", 0o644)  # bad permissions
     (home / "tmp" / "j9.999999.deadbeef.tmp").write_text("{}")  # stale tmp of a dead pid
-    claim = store.claim("j5.json", JobState.PENDING, "test", utcnow())
+    claim = store.claims.claim("j5.json", JobState.PENDING, "test", utcnow())
     assert isinstance(claim, Claim)
     claim.release()  # orphaned in processing/
     with open(home / "journal" / "00000001.log", "ab") as handle:
@@ -127,7 +132,7 @@ def test_fsck_finds_a_file_the_journal_does_not_know_and_journals_it(tmp_path: P
     assert found.exit_code == 1 and "not-journaled" in found.output
     assert invoke(home, "fsck", "--repair").exit_code == 1
     assert invoke(home, "fsck").exit_code == 0
-    assert "stray" in latest_records(scan(home / "journal").records)
+    assert "stray" in latest(home)
 
 
 def test_cleanup_removes_old_finished_jobs_and_logs_and_rebuild_does_not_resurrect(
@@ -169,19 +174,13 @@ def test_compaction_folds_old_segments_and_still_rebuilds_everything_kept(
         )
         store.journal.append([{"ts": "2026-01-01T00:00:00.000Z", "event": "note"}])
     assert invoke(home, "cleanup", "--older-than", "7d").exit_code == 0
-    expected = {
-        k: v["job"]["rev"]
-        for k, v in latest_records(scan(home / "journal").records).items()
-        if v["event"] != "deleted"
-    }
+    expected = {k: rev for k, (event, rev) in latest(home).items() if event != "deleted"}
     before = tree(home)
     report = compact(store, retention=0, now=utcnow())
     assert report.segments_folded >= 1 and report.jobs_dropped == 2
     assert snapshot_numbers(home / "journal")
     assert min(segment_numbers(home / "journal")) >= snapshot_numbers(home / "journal")[-1]
-    after_compaction = {
-        k: v["job"]["rev"] for k, v in latest_records(scan(home / "journal").records).items()
-    }
+    after_compaction = {k: rev for k, (_event, rev) in latest(home).items()}
     assert after_compaction == expected
     for name in STATES:
         shutil.rmtree(home / name)
@@ -189,7 +188,7 @@ def test_compaction_folds_old_segments_and_still_rebuilds_everything_kept(
     assert tree(home) == before
     # New records after compaction land in a segment the snapshot does not cover.
     assert invoke(home, "enqueue", '{"id": "late", "command": "true"}').exit_code == 0
-    assert "late" in latest_records(scan(home / "journal").records)
+    assert "late" in latest(home)
 
 
 def test_compaction_keeps_segments_newer_than_the_retention(tmp_path: Path) -> None:
@@ -203,5 +202,5 @@ def test_compaction_keeps_segments_newer_than_the_retention(tmp_path: Path) -> N
 def test_cleanup_function_is_clock_injected(tmp_path: Path) -> None:
     store = populated(tmp_path)
     future = utcnow() + timedelta(days=30)
-    removed = cleanup(store, 86400, (JobState.COMPLETED,), future)
-    assert sorted(removed) == ["j0", "j1", "j2"]
+    removed, kept = cleanup(store, 86400, (JobState.COMPLETED,), future)
+    assert sorted(removed) == ["j0", "j1", "j2"] and kept == []

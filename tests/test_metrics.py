@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from queuectl.observe import promtext
 from queuectl.job import JobState
+from queuectl.observe import promtext
 from queuectl.storage.home import Home
 from queuectl.storage.store import Store
 
@@ -163,22 +163,23 @@ def test_label_values_are_escaped() -> None:
 
 
 @pytest.fixture
-def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """A private journal cache, and a record of each full journal read it makes."""
-    reads: list[Path] = []
-    real_scan = promtext.scan
+def resets(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Fresh per-process tallies, and a record of each time they start over from nothing
+    (a full read of the journal's index)."""
+    counted: list[int] = []
+    real = promtext._Followed._reset
 
-    def counting_scan(directory: Path) -> Any:
-        reads.append(directory)
-        return real_scan(directory)
+    def counting(self: promtext._Followed) -> None:
+        counted.append(1)
+        real(self)
 
-    monkeypatch.setattr(promtext, "_cache", promtext._JournalCache())
-    monkeypatch.setattr(promtext, "scan", counting_scan)
-    return reads
+    monkeypatch.setattr(promtext, "_followed", {})
+    monkeypatch.setattr(promtext._Followed, "_reset", counting)
+    return counted
 
 
-def test_snapshot_counts_states_and_outcomes_and_rereads_only_a_changed_journal(
-    tmp_path: Path, fresh_cache: list[Path]
+def test_snapshot_counts_states_and_outcomes_and_rereads_only_what_was_appended(
+    tmp_path: Path, resets: list[int]
 ) -> None:
     home_path = tmp_path / "h"
     jobs = [
@@ -206,74 +207,87 @@ def test_snapshot_counts_states_and_outcomes_and_rereads_only_a_changed_journal(
     _, _, runs = histogram(first["queuectl_run_seconds"])
     _, _, waits = histogram(first["queuectl_queue_wait_seconds"])
     assert runs == waits == 4  # one observation per attempt in both histograms
-    assert len(fresh_cache) == 1
-
-    promtext.snapshot(store)
-    assert len(fresh_cache) == 1, "an unchanged journal was parsed again"
+    assert len(resets) == 1
 
     assert run_cli(home_path, "enqueue", json.dumps({"command": "true"})).returncode == 0
     grown = parse(promtext.render(promtext.snapshot(store)))
-    assert len(fresh_cache) == 1, "a grown journal was read whole, not from where it grew"
+    assert len(resets) == 1, "a grown journal was read whole, not from where it grew"
     assert by_label(grown["queuectl_jobs"], "state")["pending"] == 1
-    assert len(promtext.cached_records(store)) == len(journal_records_of(home_path))
+    assert by_label(grown["queuectl_attempts_total"], "outcome") == by_label(
+        first["queuectl_attempts_total"], "outcome"
+    )
 
 
-def journal_records_of(home: Path) -> list[dict]:
-    from queuectl.storage.journal import scan
-
-    return [r.data for r in scan(home / "journal").records]
-
-
-def test_journal_cache_reads_appends_and_falls_back_to_a_full_read(
-    tmp_path: Path, fresh_cache: list[Path]
+def test_counters_never_go_down_when_the_journal_is_compacted(
+    tmp_path: Path, resets: list[int]
 ) -> None:
-    """Appended lines are read from where the last read stopped (a torn last line waits for
-    its end); anything else, such as compaction, means a full read."""
+    """Compaction folds the attempts away, its snapshot keeps their totals: a Prometheus
+    counter must never decrease."""
+    home_path = tmp_path / "h"
+    jobs = "".join(
+        json.dumps({"command": f"exit {n % 2}", "max_retries": 0}) + "\n" for n in range(6)
+    )
+    assert run_cli(home_path, "enqueue", "-", input=jobs).returncode == 0
+    assert run_cli(home_path, "worker", "start", "--burst", timeout=120).returncode == 0
+    store = Store(Home(home_path).ensure())
+    before = parse(promtext.render(promtext.snapshot(store)))
+    assert run_cli(home_path, "journal", "compact", "--retention", "0s").returncode == 0
+    after = parse(promtext.render(promtext.snapshot(store)))
+    assert len(resets) == 2  # compaction replaced the files: read again from nothing
+    assert (
+        by_label(after["queuectl_attempts_total"], "outcome")
+        == by_label(before["queuectl_attempts_total"], "outcome")
+        == {"completed": 3, "dead": 3}
+    )
+    for name in ("queuectl_run_seconds", "queuectl_queue_wait_seconds"):
+        assert histogram(after[name]) == histogram(before[name])
+    # a fresh process (queuectl metrics) agrees
+    text = run_cli(home_path, "metrics").stdout
+    assert by_label(parse(text)["queuectl_attempts_total"], "outcome") == {
+        "completed": 3,
+        "dead": 3,
+    }
+
+
+def test_the_follower_reads_appends_and_waits_for_a_torn_line(tmp_path: Path) -> None:
+    from queuectl.storage.journal import Follower
+
     home_path = tmp_path / "h"
     assert run_cli(home_path, "enqueue", json.dumps({"id": "a", "command": "true"})).returncode == 0
     store = Store(Home(home_path).ensure())
-    segment = home_path / "journal" / "00000001.log"
-    assert [r["job"]["id"] for r in promtext.cached_records(store)] == ["a"]
-
+    follower = Follower(store.journal)
+    seen: list[str] = []
+    started: list[int] = []
+    follower.advance(lambda: started.append(1), lambda fields, _s: seen.append(fields[0]))
+    assert seen == ["a"] and started == [1]
     assert run_cli(home_path, "enqueue", json.dumps({"id": "b", "command": "true"})).returncode == 0
-    line_b = segment.read_bytes().splitlines(keepends=True)[1]
-    with open(segment, "ab") as handle:  # a writer caught mid-append
-        handle.write(line_b[:30])
-    assert [r["job"]["id"] for r in promtext.cached_records(store)] == ["a", "b"]
-    with open(segment, "ab") as handle:  # ... and done
-        handle.write(line_b[30:])
-    assert [r["job"]["id"] for r in promtext.cached_records(store)] == ["a", "b", "b"]
-    assert len(fresh_cache) == 1
-    assert promtext.cached_records(store) == journal_records_of(home_path)
-
-    assert run_cli(home_path, "worker", "start", "--burst", timeout=120).returncode == 0
-    from queuectl.observe.journal_views import attempt_figures
-
-    folded = promtext._cache.current(store).attempts.found  # folded piece by piece
-    assert len(fresh_cache) == 1
-    assert folded == attempt_figures(journal_records_of(home_path))  # folded at once
-    assert len(folded) == 2
-
-    assert run_cli(home_path, "journal", "compact", "--retention", "0s").returncode == 0
-    assert promtext.cached_records(store) == journal_records_of(home_path)
-    assert len(fresh_cache) == 2
+    segment = home_path / "journal" / "00000001.log"
+    index = home_path / "journal" / "00000001.log.idx"
+    data, index_data = segment.read_bytes(), index.read_bytes()
+    line_b = data.splitlines(keepends=True)[1]
+    segment.write_bytes(data[: -len(line_b)] + line_b[:30])  # a writer caught mid-append
+    index.write_bytes(index_data.splitlines(keepends=True)[0])
+    follower.advance(lambda: started.append(1), lambda fields, _s: seen.append(fields[0]))
+    assert seen == ["a"]
+    segment.write_bytes(data)  # ... and done (its index line not written yet)
+    follower.advance(lambda: started.append(1), lambda fields, _s: seen.append(fields[0]))
+    assert seen == ["a", "b"]
+    index.write_bytes(index_data)  # the index catches up: nothing is counted twice
+    follower.advance(lambda: started.append(1), lambda fields, _s: seen.append(fields[0]))
+    assert seen == ["a", "b"] and started == [1]
 
 
-def test_journal_cache_never_mixes_two_homes_with_equal_sizes(tmp_path: Path) -> None:
+def test_tallies_never_mix_two_homes_with_equal_sizes(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from queuectl.cli.main import cli
-    from queuectl.observe.promtext import cached_records
-    from queuectl.storage.home import Home
-    from queuectl.storage.store import Store
 
     stores = []
-    for name in ("aaa", "bbb"):
+    for name, command in (("aaa", "true"), ("bbb", "exit 1")):
         home = tmp_path / name
-        spec = f'{{"id": "{name}", "command": "true"}}'
+        spec = json.dumps({"id": name, "command": command, "max_retries": 0})
         assert CliRunner().invoke(cli, ["--home", str(home), "enqueue", spec]).exit_code == 0
+        assert run_cli(home, "worker", "start", "--burst", timeout=120).returncode == 0
         stores.append(Store(Home(home)))
-    sizes = [(s.home.journal / "00000001.log").stat().st_size for s in stores]
-    assert sizes[0] == sizes[1]
-    assert [r["job"]["id"] for r in cached_records(stores[0])] == ["aaa"]
-    assert [r["job"]["id"] for r in cached_records(stores[1])] == ["bbb"]
+    assert dict(promtext.tallies(stores[0]).outcomes) == {"completed": 1}
+    assert dict(promtext.tallies(stores[1]).outcomes) == {"dead": 1}

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import fcntl
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from queuectl.job import JobState, job_from_input
-from queuectl.storage.durable import reuse_tmp
 from queuectl.storage.home import Home
 from queuectl.storage.store import Store
 from queuectl.worker.dispatch import RESCAN_CHUNK, Dispatcher, RunnableIndex
@@ -49,26 +49,6 @@ def test_an_overflow_during_a_paced_scan_starts_the_scan_over(store: Store) -> N
         names.add(entry[1])
     assert "late.json" in names
     assert len(names) == 2 * RESCAN_CHUNK + 1
-
-
-def test_a_blank_still_locked_by_a_stray_process_is_not_reused(tmp_path: Path) -> None:
-    """A command's leftover that left its process group keeps the old job file's lock through
-    fd 3; a job file published from that inode would be born locked."""
-    blank = tmp_path / ".blank.1.0.tmp"
-    blank.write_bytes(b"old text")
-    stray = os.open(blank, os.O_RDONLY)
-    try:
-        fcntl.flock(stray, fcntl.LOCK_EX)
-        assert reuse_tmp(blank, b"new text") is None
-        assert not blank.exists()  # given up: the next commit creates a fresh file
-    finally:
-        os.close(stray)
-    free = tmp_path / ".blank.1.1.tmp"
-    free.write_bytes(b"old text, longer")
-    reused = reuse_tmp(free, b"new text")
-    assert reused is not None
-    os.close(reused[1])
-    assert free.read_bytes() == b"new text"
 
 
 def test_the_committer_outlives_a_failure_to_refill_the_output_pool(
@@ -192,6 +172,7 @@ def test_a_scan_reads_one_chunk_at_once_and_the_rest_later(store: Store) -> None
 def test_commits_stay_bounded_while_the_disk_is_slow() -> None:
     """At most MAX_BATCH outcomes per commit, and worker threads wait once MAX_QUEUED are
     waiting (each holds a lock and output files open)."""
+    from queuectl.storage.locks import Holder
     from queuectl.storage.store import Change, Claim
     from queuectl.worker.pipeline import MAX_BATCH, MAX_QUEUED, CommitQueue
 
@@ -199,11 +180,18 @@ def test_commits_stay_bounded_while_the_disk_is_slow() -> None:
     batches: list[int] = []
     queued_at_commit: list[int] = []
 
-    class SlowStore:
+    class SlowCommits:
         def commit(self, changes: list[Change]) -> None:
             queued_at_commit.append(len(queue._items))
             batches.append(len(changes))
             slow_disk.wait()
+
+    class SlowStore:
+        commits = SlowCommits()
+
+        @contextlib.contextmanager
+        def changing(self, job_id: str) -> Iterator[None]:
+            yield
 
     class NoOutputs:
         def place(self, *args: object) -> None: ...
@@ -215,7 +203,9 @@ def test_commits_stay_bounded_while_the_disk_is_slow() -> None:
 
     def submit_all() -> None:
         for _ in range(total):
-            queue.submit(Change(job, "completed"), Claim(job, -1, Path("x"), JobState.PENDING))
+            queue.submit(
+                Change(job, "completed"), Claim(job, Holder(-1), Path("x"), JobState.PENDING)
+            )
 
     submitter = threading.Thread(target=submit_all)
     submitter.start()

@@ -132,7 +132,7 @@ def test_a_delayed_job_is_not_claimed_early(tmp_path: Path) -> None:
         ).exit_code
         == 0
     )
-    miss = store.claim("x.json", JobState.PENDING, "t", utcnow())
+    miss = store.claims.claim("x.json", JobState.PENDING, "t", utcnow())
     assert isinstance(miss, ClaimMiss) and miss.reason == "not due"
     assert abs(miss.retry_at - when.timestamp()) < 0.01  # type: ignore[operator]
 

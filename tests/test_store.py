@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -46,7 +45,7 @@ def names(store: Store, state: JobState | str) -> list[str]:
 def place(store: Store, job: Job, state: JobState, **changes: object) -> Job:
     """Put ``job`` into ``state`` through a real commit."""
     moved = with_state(job, state, NOW, **changes)
-    store.commit([Change(moved, state.value)])
+    store.commits.commit([Change(moved, state.value)])
     return moved
 
 
@@ -88,7 +87,7 @@ def test_commit_moves_the_job_and_removes_the_old_copy(store: Store) -> None:
     store.enqueue([job])
     old = store.home.job_path(JobState.PENDING, "j1")
     done = with_state(job, JobState.COMPLETED, NOW + timedelta(seconds=1), attempts=1)
-    store.commit([Change(done, "completed", remove=old)])
+    store.commits.commit([Change(done, "completed", remove=old)])
     new = store.home.job_path(JobState.COMPLETED, "j1")
     assert not old.exists()
     assert stat.S_IMODE(new.stat().st_mode) == 0o600
@@ -110,7 +109,7 @@ def test_commit_of_several_changes_is_journaled_in_order(store: Store) -> None:
         Change(with_state(j, JobState.DEAD, NOW), "dead", remove=pending / f"{j.id}.json")
         for j in jobs
     ]
-    store.commit(changes)
+    store.commits.commit(changes)
     assert names(store, "dead") == sorted(f"b{n}.json" for n in range(10))
     assert names(store, "pending") == []
     assert [r["job"]["id"] for r in journal(store)[10:]] == [f"b{n}" for n in range(10)]
@@ -156,16 +155,26 @@ def test_enqueue_never_replaces_a_file_that_appeared_meanwhile(store: Store) -> 
     assert store.home.job_path(JobState.PENDING, "taken").read_bytes() == original
     assert not store.home.job_path(JobState.PENDING, "fresh").exists()
     assert names(store, "tmp") == []
-    assert journal(store) == before
+    # The group was journaled first (a job is visible only once journaled), then withdrawn:
+    # replay keeps the original "taken" and knows no "fresh".
+    added = journal(store)[len(before) :]
+    assert [r["event"] for r in added] == ["enqueued", "enqueued", "withdrawn", "withdrawn"]
+    from queuectl.admin.rebuild import winners
+
+    won = winners(store)
+    assert set(won) == {"taken"}
+    assert won["taken"].event == "enqueued" and won["taken"].rev == 1
+    kept = Job.from_json(original)
+    assert won["taken"].generation == kept.generation
 
 
 def test_enqueue_whose_journal_append_fails_leaves_nothing(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(lines: list[bytes]) -> None:
+    def broken(entries: list[object]) -> None:
         raise StorageError("cannot append to the journal: No space left on device")
 
-    monkeypatch.setattr(store.journal, "append_lines", broken)
+    monkeypatch.setattr(store.journal, "append_entries", broken)
     with pytest.raises(StorageError):
         store.enqueue([new_job("a"), new_job("b")])
     assert names(store, "pending") == []
@@ -177,21 +186,21 @@ def test_enqueue_whose_journal_append_fails_leaves_nothing(
 
 def test_load_uses_the_folder_as_the_state(store: Store, home: Home) -> None:
     store.enqueue([new_job()])
-    claim = store.claim("j1.json", JobState.PENDING, "w", NOW)
+    claim = store.claims.claim("j1.json", JobState.PENDING, "w", NOW)
     assert isinstance(claim, Claim)
-    loaded = store.load("j1")
+    loaded = store.folders.load("j1")
     assert loaded.state is JobState.PROCESSING
     claim.release()
     with pytest.raises(NotFound):
-        store.load("missing")
+        store.folders.load("missing")
     with pytest.raises(NotFound):
-        store.load("../j1")
+        store.folders.load("../j1")
 
 
 def test_load_reports_a_damaged_file(store: Store) -> None:
     (store.home.state_dir(JobState.DEAD) / "broken.json").write_text("{oops")
     with pytest.raises(QueueError, match="damaged"):
-        store.load("broken")
+        store.folders.load("broken")
 
 
 def test_jobs_and_count_skip_in_flight_names(store: Store) -> None:
@@ -200,10 +209,10 @@ def test_jobs_and_count_skip_in_flight_names(store: Store) -> None:
     (pending / ".hidden.json").write_text("{}")
     (pending / "x.json.tmp").write_text("{}")
     (pending / "edit.json~").write_text("{}")
-    assert store.count(JobState.PENDING) == 3
-    assert sorted(store.job_names(JobState.PENDING)) == ["a.json", "b.json", "c.json"]
-    assert sorted(j.id for j in store.jobs(JobState.PENDING)) == ["a", "b", "c"]
-    assert len(list(store.jobs(JobState.PENDING, limit=2))) == 2
+    assert store.folders.count(JobState.PENDING) == 3
+    assert sorted(store.folders.names(JobState.PENDING)) == ["a.json", "b.json", "c.json"]
+    assert sorted(j.id for j in store.folders.jobs(JobState.PENDING)) == ["a", "b", "c"]
+    assert len(list(store.folders.jobs(JobState.PENDING, limit=2))) == 2
 
 
 def test_job_names_are_oldest_first(store: Store) -> None:
@@ -211,7 +220,7 @@ def test_job_names_are_oldest_first(store: Store) -> None:
         store.enqueue([new_job(name)])
         moment = 1_000_000 + n
         os.utime(store.home.job_path(JobState.PENDING, name), (moment, moment))
-    assert store.job_names(JobState.PENDING) == ["z.json", "a.json", "m.json"]
+    assert store.folders.names(JobState.PENDING) == ["z.json", "a.json", "m.json"]
 
 
 # ------------------------------------------------------------------ claims
@@ -220,7 +229,7 @@ def test_job_names_are_oldest_first(store: Store) -> None:
 def test_claim_moves_the_file_and_keeps_its_text(store: Store) -> None:
     store.enqueue([new_job()])
     before = store.home.job_path(JobState.PENDING, "j1").read_bytes()
-    claim = store.claim("j1.json", JobState.PENDING, "host:1:1", NOW)
+    claim = store.claims.claim("j1.json", JobState.PENDING, "host:1:1", NOW)
     assert isinstance(claim, Claim)
     try:
         assert claim.origin is JobState.PENDING
@@ -237,12 +246,14 @@ def test_claim_moves_the_file_and_keeps_its_text(store: Store) -> None:
 def test_two_stores_claiming_one_file_only_one_wins(home: Home) -> None:
     first, second = Store(home), Store(home)
     first.enqueue([new_job()])
-    a = first.claim("j1.json", JobState.PENDING, "a", NOW)
-    b = second.claim("j1.json", JobState.PENDING, "b", NOW)
+    a = first.claims.claim("j1.json", JobState.PENDING, "a", NOW)
+    b = second.claims.claim("j1.json", JobState.PENDING, "b", NOW)
     assert isinstance(a, Claim)
     assert isinstance(b, ClaimMiss)
-    assert b.reason == "gone"
+    assert b.locked  # the job's run lock: a holds it
     a.release()
+    c = second.claims.claim("j1.json", JobState.PENDING, "b", NOW)
+    assert isinstance(c, ClaimMiss) and c.reason == "gone"  # released, but claimed: gone
 
 
 def test_concurrent_claims_by_two_stores_are_exclusive(home: Home) -> None:
@@ -260,7 +271,7 @@ def test_concurrent_claims_by_two_stores_are_exclusive(home: Home) -> None:
     def racer(store: Store, order: list[str]) -> None:
         barrier.wait()
         for name in order:
-            result = store.claim(name, JobState.PENDING, "w", utcnow())
+            result = store.claims.claim(name, JobState.PENDING, "w", utcnow())
             if isinstance(result, Claim):
                 with guard:
                     claims.append(result)
@@ -281,7 +292,7 @@ def test_concurrent_claims_by_two_stores_are_exclusive(home: Home) -> None:
         missing = expected - set(won)
         # a loser that saw "busy" may leave a job unclaimed; claim the rest now
         for job_id in sorted(missing):
-            again = stores[0].claim(f"{job_id}.json", JobState.PENDING, "w", utcnow())
+            again = stores[0].claims.claim(f"{job_id}.json", JobState.PENDING, "w", utcnow())
             assert isinstance(again, Claim), (job_id, again)
             claims.append(again)
             won[job_id] += 1
@@ -297,35 +308,48 @@ def test_concurrent_claims_by_two_stores_are_exclusive(home: Home) -> None:
             c.release()
 
 
-def test_claimed_file_is_locked_until_released(store: Store, home: Home) -> None:
+def test_claimed_job_is_running_until_released(store: Store, home: Home) -> None:
     store.enqueue([new_job()])
-    claim = store.claim("j1.json", JobState.PENDING, "w", NOW)
+    claim = store.claims.claim("j1.json", JobState.PENDING, "w", NOW)
     assert isinstance(claim, Claim)
     other = Store(home)
-    assert other.try_lock_orphan("j1.json") is None
-    assert store.try_lock_orphan("j1.json") is None
+    assert other.recovery.is_running("j1") and not other.recovery.orphan("j1.json")
+    assert other.recovery.recover_orphan("j1.json", lambda job: job) is None
     assert claim.path.exists()  # still there: a live claim is left alone
     claim.release()
-    locked = other.try_lock_orphan("j1.json")
-    assert locked is not None
-    job, fd, path = locked
+    assert other.recovery.orphan("j1.json")
+
+
+def test_the_run_lock_follows_the_job_to_its_next_state(store: Store, home: Home) -> None:
+    """The lock lives in locks/claims.lock, not on the job file's inode: a descriptor kept
+    by a leftover of the command keeps every later claim of the job out, whatever files
+    the job was written to since."""
+    place(store, new_job(), JobState.FAILED, attempts=1, next_run_at=format_time(NOW))
+    claim = store.claims.claim("j1.json", JobState.FAILED, "w", NOW)
+    assert isinstance(claim, Claim)
+    leftover = os.dup(claim.fd)  # what a background child of the command holds as fd 3
     try:
-        assert job.id == "j1"
-        assert path == home.job_path(JobState.PROCESSING, "j1")
-        # while the recoverer holds it, nobody else can take it
-        assert store.try_lock_orphan("j1.json") is None
+        failed = with_state(claim.job, JobState.FAILED, NOW, next_run_at=format_time(NOW))
+        with store.changing("j1"):
+            store.commits.commit([Change(failed, "failed", remove=claim.path)])
+        claim.release()
+        again = Store(home).claims.claim("j1.json", JobState.FAILED, "w", NOW)
+        assert isinstance(again, ClaimMiss) and again.locked
     finally:
-        os.close(fd)
+        os.close(leftover)
+    third = Store(home).claims.claim("j1.json", JobState.FAILED, "w", NOW)
+    assert isinstance(third, Claim)
+    third.release()
 
 
-def test_try_lock_orphan_of_a_missing_file(store: Store) -> None:
-    assert store.try_lock_orphan("nothing.json") is None
+def test_recovering_a_missing_file_does_nothing(store: Store) -> None:
+    assert store.recovery.recover_orphan("nothing.json", lambda job: job) is None
 
 
 def test_failed_job_is_not_claimed_before_it_is_due(store: Store) -> None:
     due = NOW + timedelta(seconds=10)
     place(store, new_job(), JobState.FAILED, attempts=1, next_run_at=format_time(due))
-    miss = store.claim("j1.json", JobState.FAILED, "w", NOW)
+    miss = store.claims.claim("j1.json", JobState.FAILED, "w", NOW)
     assert isinstance(miss, ClaimMiss)
     assert miss.reason == "not due"
     assert miss.retry_at == pytest.approx(due.timestamp())
@@ -333,7 +357,7 @@ def test_failed_job_is_not_claimed_before_it_is_due(store: Store) -> None:
     assert names(store, "failed") == ["j1.json"]
     assert names(store, "processing") == []
     # the lock was released: a later claim works
-    claim = store.claim("j1.json", JobState.FAILED, "w", due + timedelta(milliseconds=1))
+    claim = store.claims.claim("j1.json", JobState.FAILED, "w", due + timedelta(milliseconds=1))
     assert isinstance(claim, Claim)
     assert claim.origin is JobState.FAILED
     assert claim.job.attempts == 1
@@ -342,7 +366,7 @@ def test_failed_job_is_not_claimed_before_it_is_due(store: Store) -> None:
 
 def test_failed_job_exactly_due_is_claimed(store: Store) -> None:
     place(store, new_job(), JobState.FAILED, attempts=1, next_run_at=format_time(NOW))
-    claim = store.claim("j1.json", JobState.FAILED, "w", NOW)
+    claim = store.claims.claim("j1.json", JobState.FAILED, "w", NOW)
     assert isinstance(claim, Claim)
     claim.release()
 
@@ -350,7 +374,7 @@ def test_failed_job_exactly_due_is_claimed(store: Store) -> None:
 def test_invalid_file_in_failed_is_rejected_at_once(store: Store) -> None:
     path = store.home.state_dir(JobState.FAILED) / "junk.json"
     path.write_text('{"command": "echo not a stored job"}')
-    miss = store.claim("junk.json", JobState.FAILED, "w", mtime_now(path))
+    miss = store.claims.claim("junk.json", JobState.FAILED, "w", mtime_now(path))
     assert isinstance(miss, ClaimMiss) and miss.rejected
     assert (store.home.rejected / "junk.json").exists()
 
@@ -360,7 +384,7 @@ def test_invalid_file_in_failed_is_rejected_at_once(store: Store) -> None:
 
 def test_plain_drop_is_adopted_with_the_file_name_as_id(store: Store) -> None:
     path = drop(store, "report-1.json", '{"command": "echo dropped"}')
-    claim = store.claim("report-1.json", JobState.PENDING, "w", mtime_now(path))
+    claim = store.claims.claim("report-1.json", JobState.PENDING, "w", mtime_now(path))
     assert isinstance(claim, Claim)
     try:
         assert claim.job.id == "report-1"
@@ -384,7 +408,7 @@ def test_plain_drop_is_adopted_with_the_file_name_as_id(store: Store) -> None:
 
 def test_drop_with_an_id_in_its_json_uses_that_id(store: Store) -> None:
     path = drop(store, "whatever.json", '{"id": "named", "command": "true", "max_retries": 0}')
-    claim = store.claim("whatever.json", JobState.PENDING, "w", mtime_now(path))
+    claim = store.claims.claim("whatever.json", JobState.PENDING, "w", mtime_now(path))
     assert isinstance(claim, Claim)
     claim.release()
     assert claim.job.id == "named"
@@ -397,7 +421,7 @@ def test_drop_with_an_id_in_its_json_uses_that_id(store: Store) -> None:
 def test_drop_without_json_suffix_and_default_retries_from_config(store: Store) -> None:
     store.set_config("max-retries", 9)
     path = drop(store, "nosuffix", '{"command": "true"}')
-    claim = store.claim("nosuffix", JobState.PENDING, "w", mtime_now(path))
+    claim = store.claims.claim("nosuffix", JobState.PENDING, "w", mtime_now(path))
     assert isinstance(claim, Claim)
     claim.release()
     assert claim.job.id == "nosuffix"
@@ -407,7 +431,7 @@ def test_drop_without_json_suffix_and_default_retries_from_config(store: Store) 
 def test_drop_whose_id_already_exists_is_rejected(store: Store) -> None:
     place(store, new_job("taken"), JobState.COMPLETED)
     path = drop(store, "copy.json", '{"id": "taken", "command": "echo again"}')
-    miss = store.claim("copy.json", JobState.PENDING, "w", mtime_now(path))
+    miss = store.claims.claim("copy.json", JobState.PENDING, "w", mtime_now(path))
     assert isinstance(miss, ClaimMiss) and miss.rejected
     assert "already exists" in miss.reason
     assert (store.home.rejected / "copy.json").exists()
@@ -417,7 +441,7 @@ def test_drop_whose_id_already_exists_is_rejected(store: Store) -> None:
 def test_young_invalid_drop_is_left_alone(store: Store) -> None:
     path = drop(store, "partial.json", '{"command": "echo hal')
     now = mtime_now(path)
-    miss = store.claim("partial.json", JobState.PENDING, "w", now)
+    miss = store.claims.claim("partial.json", JobState.PENDING, "w", now)
     assert isinstance(miss, ClaimMiss)
     assert miss.reason == "being written"
     assert not miss.rejected
@@ -427,7 +451,7 @@ def test_young_invalid_drop_is_left_alone(store: Store) -> None:
     assert journal(store) == []
     # once complete, the same file is adopted
     path.write_text('{"command": "echo hallo"}')
-    claim = store.claim("partial.json", JobState.PENDING, "w", mtime_now(path))
+    claim = store.claims.claim("partial.json", JobState.PENDING, "w", mtime_now(path))
     assert isinstance(claim, Claim)
     claim.release()
 
@@ -444,7 +468,7 @@ def test_young_invalid_drop_is_left_alone(store: Store) -> None:
 def test_old_invalid_drop_is_moved_to_rejected(store: Store, content: str, reason: str) -> None:
     path = drop(store, "bad.json", content)
     make_old(path)
-    miss = store.claim("bad.json", JobState.PENDING, "w", utcnow())
+    miss = store.claims.claim("bad.json", JobState.PENDING, "w", utcnow())
     assert isinstance(miss, ClaimMiss)
     assert miss.rejected
     assert reason in miss.reason
@@ -453,7 +477,7 @@ def test_old_invalid_drop_is_moved_to_rejected(store: Store, content: str, reaso
     written = (store.home.rejected / "bad.json.reason").read_text()
     assert written.startswith("pending/bad.json ")
     assert reason in written
-    assert store.rejected() == [("bad.json", written.strip())]
+    assert store.folders.rejected() == [("bad.json", written.strip())]
     records = journal(store)
     assert [(r["event"], r["file"]) for r in records] == [("rejected", "bad.json")]
 
@@ -462,7 +486,7 @@ def test_rejected_names_never_collide(store: Store) -> None:
     for _ in range(3):
         path = drop(store, "same.json", "nope")
         make_old(path)
-        miss = store.claim("same.json", JobState.PENDING, "w", utcnow())
+        miss = store.claims.claim("same.json", JobState.PENDING, "w", utcnow())
         assert isinstance(miss, ClaimMiss) and miss.rejected
     assert names(store, "rejected") == sorted(
         [
@@ -488,7 +512,7 @@ def test_symlink_is_rejected_and_never_followed(
         target.mkdir()
     link = store.home.state_dir(JobState.PENDING) / "link.json"
     link.symlink_to(target)
-    miss = store.claim("link.json", JobState.PENDING, "w", utcnow())
+    miss = store.claims.claim("link.json", JobState.PENDING, "w", utcnow())
     assert isinstance(miss, ClaimMiss)
     assert miss.rejected
     assert "symbolic link" in miss.reason
@@ -505,7 +529,7 @@ def test_symlink_in_failed_is_rejected(store: Store, tmp_path: Path) -> None:
     target = tmp_path / "job.json"
     target.write_bytes(new_job().to_json())
     (store.home.state_dir(JobState.FAILED) / "j1.json").symlink_to(target)
-    miss = store.claim("j1.json", JobState.FAILED, "w", utcnow())
+    miss = store.claims.claim("j1.json", JobState.FAILED, "w", utcnow())
     assert isinstance(miss, ClaimMiss) and miss.rejected
     assert target.exists()
 
@@ -516,7 +540,7 @@ def _claim_in_thread(store: Store, name: str, fifo: Path | None = None) -> Claim
 
     def run() -> None:
         try:
-            box.append(store.claim(name, JobState.PENDING, "w", utcnow()))
+            box.append(store.claims.claim(name, JobState.PENDING, "w", utcnow()))
         except BaseException as exc:
             box.append(exc)
 
@@ -548,7 +572,7 @@ def test_fifo_is_rejected_without_blocking(store: Store) -> None:
 
 def test_directory_in_pending_is_rejected(store: Store) -> None:
     (store.home.state_dir(JobState.PENDING) / "dir.json").mkdir(mode=0o700)
-    miss = store.claim("dir.json", JobState.PENDING, "w", utcnow())
+    miss = store.claims.claim("dir.json", JobState.PENDING, "w", utcnow())
     assert isinstance(miss, ClaimMiss) and miss.rejected
     assert "not a regular file" in miss.reason
 
@@ -601,16 +625,33 @@ def test_retry_dead_of_a_job_not_in_the_dlq(store: Store, job_id: str) -> None:
     assert names(store, "pending") == ["j1.json"]
 
 
-def test_retry_dead_of_a_locked_job_is_refused(store: Store) -> None:
+def test_retry_dead_while_a_leftover_holds_the_run_lock(store: Store, home: Home) -> None:
+    """``dlq retry`` moves the job back at once; its next run waits for the leftover."""
     place(store, new_job(), JobState.DEAD, attempts=4)
-    fd = os.open(store.home.job_path(JobState.DEAD, "j1"), os.O_RDONLY)
+    from queuectl.storage.locks import job_offset
+
+    holder = store.locks.holder()
+    assert holder.take(job_offset("j1"))
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        with pytest.raises(QueueError, match="being changed"):
-            store.retry_dead("j1", NOW)
+        store.retry_dead("j1", NOW)
+        assert names(store, "pending") == ["j1.json"]
+        miss = Store(home).claims.claim("j1.json", JobState.PENDING, "w", NOW)
+        assert isinstance(miss, ClaimMiss) and miss.locked
     finally:
-        os.close(fd)
+        holder.close()
+
+
+def test_retry_dead_waits_for_another_change_of_the_job(store: Store, home: Home) -> None:
+    place(store, new_job(), JobState.DEAD, attempts=4)
+    other = Store(home)
+    with other.changing("j1"), pytest.raises(QueueError, match="being changed"):
+        _retry_quickly(store)
     assert names(store, "dead") == ["j1.json"]
+
+
+def _retry_quickly(store: Store) -> None:
+    with store.changing("j1", timeout=0.05):
+        store.retry_dead("j1", NOW)
 
 
 # ------------------------------------------------------------------ put back
@@ -621,14 +662,14 @@ def test_put_back_returns_a_claim_unchanged(store: Store) -> None:
     path = store.home.job_path(JobState.PENDING, "j1")
     before = path.read_bytes()
     records = journal(store)
-    claim = store.claim("j1.json", JobState.PENDING, "w", NOW)
+    claim = store.claims.claim("j1.json", JobState.PENDING, "w", NOW)
     assert isinstance(claim, Claim)
-    store.put_back(claim)
+    store.claims.put_back(claim)
     assert claim.fd == -1
     assert path.read_bytes() == before
     assert names(store, "processing") == []
     assert journal(store) == records
-    again = store.claim("j1.json", JobState.PENDING, "w", NOW)
+    again = store.claims.claim("j1.json", JobState.PENDING, "w", NOW)
     assert isinstance(again, Claim)
     again.release()
 
@@ -636,30 +677,31 @@ def test_put_back_returns_a_claim_unchanged(store: Store) -> None:
 def test_put_back_returns_to_the_origin_folder(store: Store) -> None:
     place(store, new_job(), JobState.FAILED, attempts=1, next_run_at=format_time(NOW))
     before = store.home.job_path(JobState.FAILED, "j1").read_bytes()
-    claim = store.claim("j1.json", JobState.FAILED, "w", NOW)
+    claim = store.claims.claim("j1.json", JobState.FAILED, "w", NOW)
     assert isinstance(claim, Claim)
-    store.put_back(claim)
+    store.claims.put_back(claim)
     assert store.home.job_path(JobState.FAILED, "j1").read_bytes() == before
     assert names(store, "pending") == [] and names(store, "processing") == []
 
 
-def test_put_back_after_the_command_ran_writes_a_fresh_unlocked_file(store: Store) -> None:
+def test_put_back_while_a_leftover_holds_the_run_lock(store: Store, home: Home) -> None:
+    """A stopped command's process that escaped the kill keeps the job locked: the job is
+    back in pending/, unchanged, and is claimed again only once the leftover is gone."""
     store.enqueue([new_job()])
-    before = Job.from_json(store.home.job_path(JobState.PENDING, "j1").read_bytes())
+    before = store.home.job_path(JobState.PENDING, "j1").read_bytes()
     records = journal(store)
-    claim = store.claim("j1.json", JobState.PENDING, "w", NOW)
+    claim = store.claims.claim("j1.json", JobState.PENDING, "w", NOW)
     assert isinstance(claim, Claim)
-    stray = os.dup(claim.fd)  # a process that escaped its killed group still holds the lock
+    stray = os.dup(claim.fd)
     try:
-        old_inode = os.fstat(claim.fd).st_ino
-        store.put_back(claim, command_ran=True)
-        path = store.home.job_path(JobState.PENDING, "j1")
-        assert Job.from_json(path.read_bytes()) == before
-        assert path.stat().st_ino != old_inode
+        store.claims.put_back(claim)
+        assert store.home.job_path(JobState.PENDING, "j1").read_bytes() == before
         assert names(store, "processing") == []
         assert journal(store) == records
-        again = store.claim("j1.json", JobState.PENDING, "w", NOW)
-        assert isinstance(again, Claim)
-        again.release()
+        miss = Store(home).claims.claim("j1.json", JobState.PENDING, "w", NOW)
+        assert isinstance(miss, ClaimMiss) and miss.locked
     finally:
         os.close(stray)
+    again = store.claims.claim("j1.json", JobState.PENDING, "w", NOW)
+    assert isinstance(again, Claim)
+    again.release()

@@ -81,7 +81,7 @@ def test_orphaned_command_keeps_its_job_until_it_ends_then_it_runs_again(tmp_pat
         # Recovery scans every second; while the orphan lives the lock is held, so even
         # after several scans the job must still be the same single run.
         wait_until(
-            lambda: (home / "workers" / f"{second.pid}.json").exists(),
+            lambda: any(f"-{second.pid}-" in p.name for p in (home / "workers").glob("*.json")),
             message="the second worker to register",
         )
         # Proving a negative: no event marks "a recovery scan passed and did nothing", so
@@ -115,7 +115,7 @@ def test_registration_survives_a_stale_file_sweep_between_its_open_and_its_lock(
     created its file but not locked it yet must not end up locking a removed file."""
     import fcntl
 
-    from queuectl.worker import registry
+    from queuectl.storage import registry
 
     real_flock = fcntl.flock
     swept = []

@@ -63,5 +63,5 @@ def _cancel_running(store: Store, job_id: str, deadline: float) -> str:
 
 
 def _state(store: Store, job_id: str) -> JobState | None:
-    found = store.locate(job_id)
+    found = store.folders.locate(job_id)
     return found[0] if found else None

@@ -1,36 +1,45 @@
 """Check a queue home for damage and, with ``repair=True``, fix what can be fixed safely.
 
 Safe online: every check tolerates workers moving files meanwhile (a finding is confirmed by
-looking twice), and repairs use the same locks as workers. Rewriting job files from the
-journal is only done offline (no live workers), because it could race a worker's commit.
+looking twice, or under the job's change lock), and repairs take the same locks as workers.
+Rewriting job files from the journal is only done offline (no live workers), because it
+could race a worker's commit. Without ``repair`` nothing is moved or written.
+
+Memory stays bounded whatever the journal's size: the journal is walked record by record,
+and the comparison with the folders keeps one small tuple per job (``rebuild.winners``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-import shutil
 import stat
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Final
 
-from queuectl.admin.rebuild import existing_job_files, journal_jobs
+from queuectl.admin.rebuild import existing_job_files, winners, winning_job
 from queuectl.config import backoff_policy
-from queuectl.errors import InvalidJob, JournalCorrupt
+from queuectl.errors import InvalidJob, JournalCorrupt, QueueError
 from queuectl.job import Job, JobState, utcnow
 from queuectl.scheduler import Outcome, OutcomeKind, after_attempt
-from queuectl.storage.durable import fsync_dir
+from queuectl.storage.commit import Change
+from queuectl.storage.events import Event, job_entry
 from queuectl.storage.home import AUX_DIRS, STATE_DIRS
-from queuectl.storage.journal import scan
-from queuectl.storage.store import Change, Store, read_job_file
-from queuectl.worker.registry import live_workers
+from queuectl.storage.jobfile import is_job_name, read_job
+from queuectl.storage.journal import check, index_path
+from queuectl.storage.journal_index import derived_lines
+from queuectl.storage.locks import mark_is_live
+from queuectl.storage.records import decode_line
+from queuectl.storage.registry import live_workers
+from queuectl.storage.replay import Winner
+from queuectl.storage.store import Store
 
 __all__ = ["Finding", "fsck"]
 
-STALE_TMP_SECONDS: Final = 3600.0
-"""A tmp file of a live process is only removed once it is this old."""
+LEGACY_TMP_SECONDS: Final = 3600.0
 
 
 @dataclass
@@ -47,15 +56,20 @@ def fsck(store: Store, repair: bool = False) -> list[Finding]:
     findings = _checks(store)
     if not repair:
         return findings
-    reported = []
+    reported: list[Finding] = []
     for _ in range(3):
         for finding in findings:
             if finding.repair is not None:
-                finding.repaired = finding.repair()
+                try:
+                    finding.repaired = finding.repair()
+                except (QueueError, OSError) as exc:
+                    finding.repaired = None
+                    finding.message += f" (repair failed: {exc})"
         reported += findings
         if not any(f.repaired for f in findings):
             break
-        findings = [f for f in _checks(store) if f.message not in {r.message for r in reported}]
+        seen = {r.message for r in reported}
+        findings = [f for f in _checks(store) if f.message not in seen]
         if not findings:
             break
     return reported
@@ -67,7 +81,10 @@ def _checks(store: Store) -> list[Finding]:
     findings += _check_permissions(store)
     findings += _check_journal(store, offline)
     journal_ok = not any(f.kind == "journal-damage" for f in findings)
+    if journal_ok:
+        findings += _check_index(store)
     findings += _check_tmp(store)
+    findings += _check_bad_files(store)
     findings += _check_orphans(store)
     findings += _check_duplicates(store)
     if journal_ok:
@@ -97,7 +114,7 @@ def _check_permissions(store: Store) -> list[Finding]:
     for state in STATE_DIRS:
         for entry in os.scandir(root / state):
             st = entry.stat(follow_symlinks=False)
-            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.geteuid():
                 out.append(
                     Finding(
                         "permissions",
@@ -121,7 +138,8 @@ def _chmod(path: Path, mode: int) -> Callable[[], str]:
 
 def _check_journal(store: Store, offline: bool) -> list[Finding]:
     try:
-        result = scan(store.home.journal)
+        with store.journal.reading():
+            _count, torn = check(store.home.journal)
     except JournalCorrupt as exc:
         damaged, offset = exc.path, exc.offset
         assert damaged is not None
@@ -134,9 +152,9 @@ def _check_journal(store: Store, offline: bool) -> list[Finding]:
                 lambda: _cut_damage(store, damaged, offset),
             )
         ]
-    if result.torn_tail is None:
+    if torn is None:
         return []
-    path, offset = result.torn_tail
+    path, offset = torn
     return [
         Finding(
             "journal-torn-tail",
@@ -148,15 +166,11 @@ def _check_journal(store: Store, offline: bool) -> list[Finding]:
 
 def _truncate_tail(store: Store, path: Path, offset: int) -> str:
     with store.journal.exclusive():
-        current = scan(store.home.journal).torn_tail
+        with store.journal.reading():
+            current = check(store.home.journal)[1]
         if current != (path, offset):
             return "already repaired by a writer"
-        os.truncate(path, offset)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        store.journal.truncate_segment(path, offset)
     return f"truncated {path} to {offset} bytes"
 
 
@@ -166,75 +180,161 @@ def _cut_damage(store: Store, path: Path, offset: int) -> str:
     The damaged bytes are kept in ``<segment>.damaged`` for inspection; job files that are
     newer than what the journal now says are then re-journaled by the comparison check.
     """
-    from queuectl.storage.journal import iter_segment
+    dropped = store.journal.rewrite_segment(path, lambda line: decode_line(line) is not None)
+    aside = path.with_name(path.name + ".damaged")
+    with open(aside, "ab") as handle:
+        handle.writelines(dropped)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return f"moved {len(dropped)} damaged line(s) from {path} (first at byte {offset}) to {aside}"
 
-    with store.journal.exclusive():
-        kept, damaged = [], []
-        with open(path, "rb") as handle:
-            lines = handle.readlines()
-        for (_, record), line in zip(iter_segment(path), lines, strict=True):
-            (kept if record is not None else damaged).append(line)
-        aside = path.with_name(path.name + ".damaged")
-        with open(aside, "ab") as handle:
-            handle.writelines(damaged)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp = path.with_name(path.name + ".repair")
-        with open(tmp, "wb") as handle:
-            handle.writelines(kept)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-        store.journal.close()  # our descriptor may point at the replaced file
-    return f"moved {len(damaged)} damaged line(s) from {path} (first at byte {offset}) to {aside}"
+
+def _check_index(store: Store) -> list[Finding]:
+    """Each index file must say what its segment says (it is rebuilt from it if not)."""
+    stale = []
+    with store.journal.reading():
+        found = store.journal.sources()
+        for number, source in enumerate(found):
+            try:
+                data = source.read_bytes()
+            except FileNotFoundError:
+                continue
+            try:
+                current = index_path(source).read_bytes()
+            except FileNotFoundError:
+                current = b""
+            fresh = b"".join(derived_lines(data, 0))
+            newest = number == len(found) - 1
+            # The newest segment's index may lag by an append in flight (readers derive it).
+            if current != fresh and not (newest and fresh.startswith(current)):
+                stale.append(source)
+    if not stale:
+        return []
+    names = ", ".join(p.name for p in stale)
+    return [
+        Finding(
+            "index",
+            f"journal index out of date for {names}",
+            lambda: f"rebuilt {store.journal.rebuild_indexes()} index file(s)",
+        )
+    ]
 
 
 # ------------------------------------------------------------------------ tmp files
 
 
 def _check_tmp(store: Store) -> list[Finding]:
+    """A tmp file is stale only when its writer is gone: the writer's process mark (named
+    in the file name) is no longer held, and, for a running attempt's output, no command
+    holds the file. Never by age alone: a running command's output can be hours old."""
     out = []
-    now = time.time()
     for entry in os.scandir(store.home.tmp):
-        pid = _pid_of_tmp(entry.name)
-        age = now - entry.stat(follow_symlinks=False).st_mtime
-        if (pid is not None and not _alive(pid)) or age > STALE_TMP_SECONDS:
-            path = Path(entry.path)
-            out.append(Finding("stale-tmp", f"leftover temporary file {path}", _unlink(path)))
+        path = Path(entry.path)
+        if _tmp_in_use(store, path):
+            continue
+        out.append(Finding("stale-tmp", f"leftover temporary file {path}", _unlink_tmp(path)))
     return out
 
 
-def _pid_of_tmp(name: str) -> int | None:
-    """``<stem>.<pid>.<random>.tmp`` (job writes) or ``output.<pid>.<random>.tmp.out|.err``."""
+def _tmp_in_use(store: Store, path: Path) -> bool:
+    name = path.name
+    if name.startswith("output.") and _flocked_by_someone(path):
+        return True  # a running command (maybe of a dead worker) still writes it
+    owner = _owner_of(name)
+    if owner is None:
+        return False
+    live = mark_is_live(store.locks, owner)
+    if live is not None:
+        return live
+    if owner.isdigit():  # written by an older version: named by pid
+        return _legacy_alive(int(owner), path)
+    return False
+
+
+def _owner_of(name: str) -> str | None:
+    """The writer's mark in ``<stem>.<mark>.<n>.tmp``, ``.blank.<mark>.<n>.tmp`` or
+    ``output.<mark>.<n>.tmp.out|.err``."""
     parts = name.split(".")
     if "tmp" not in parts:
         return None
     at = len(parts) - 1 - parts[::-1].index("tmp")
-    if at >= 3 and parts[at - 2].isdigit():
-        return int(parts[at - 2])
-    return None
+    return parts[at - 2] if at >= 2 else None
 
 
-def _alive(pid: int) -> bool:
+def _flocked_by_someone(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _legacy_alive(pid: int, path: Path) -> bool:
+    import time
+
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return time.time() - path.lstat().st_mtime < LEGACY_TMP_SECONDS
+    except OSError:
+        return False
 
 
-def _unlink(path: Path) -> Callable[[], str]:
+def _unlink_tmp(path: Path) -> Callable[[], str]:
     def fix() -> str:
         try:
-            os.unlink(path)
+            os.unlink(path)  # not a job file: an abandoned write or output
         except FileNotFoundError:
             return "already gone"
         return f"removed {path}"
 
     return fix
+
+
+# ------------------------------------------------------------------------ bad files
+
+
+def _check_bad_files(store: Store) -> list[Finding]:
+    """Files in state folders that are not valid jobs (or must not be trusted)."""
+    out = []
+    for state in JobState:
+        skipped: list = []
+        for _job in store.folders.jobs(state, skipped=skipped):
+            pass
+        for bad in skipped:
+            if state is JobState.PROCESSING and store.recovery.is_running(bad.path.stem):
+                continue
+            out.append(
+                Finding(
+                    "bad-file",
+                    f"{bad.path} {bad.reason}",
+                    partial(_reject, store, bad.path, bad.reason),
+                )
+            )
+    return out
+
+
+def _reject(store: Store, path: Path, reason: str) -> str:
+    with store.changing(path.stem):
+        try:
+            read_job(path, None)
+            return "valid now"
+        except FileNotFoundError:
+            return "already gone"
+        except (InvalidJob, OSError):
+            pass
+        message = store.rejector.reject(path, reason)
+    return f"moved to rejected/: {message}" if message else "already gone"
 
 
 # ------------------------------------------------------------------------ processing/
@@ -244,18 +344,13 @@ def _check_orphans(store: Store) -> list[Finding]:
     out = []
     directory = store.home.state_dir(JobState.PROCESSING)
     for name in sorted(os.listdir(directory)):
-        if name.startswith("."):
+        if not is_job_name(name) or not store.recovery.orphan(name):
             continue
-        locked = store.try_lock_orphan(name)
-        if locked is None:
-            continue
-        _job, fd, path = locked
-        os.close(fd)
         out.append(
             Finding(
                 "orphan",
-                f"{path} is in processing/ but no worker or command holds it",
-                lambda name=name: _recover(store, name),
+                f"{directory / name} is in processing/ but no worker or command holds it",
+                partial(_recover, store, name),
             )
         )
     return out
@@ -268,7 +363,7 @@ def _recover(store: Store, name: str) -> str:
             job, outcome, backoff_base=backoff_policy(store.config.values()), now=utcnow()
         )
 
-    return store.recover_orphan(name, lost) or "no longer orphaned"
+    return store.recovery.recover_orphan(name, lost) or "no longer orphaned"
 
 
 # ------------------------------------------------------------------------ duplicates
@@ -287,42 +382,45 @@ def _check_duplicates(store: Store) -> list[Finding]:
                 Finding(
                     "duplicate",
                     f"job {job_id} is in two folders: {names}",
-                    lambda paths=paths: _keep_newest(store, paths),
+                    partial(_keep_newest, store, job_id),
                 )
             )
     return out
 
 
-def _keep_newest(store: Store, paths: list[Path]) -> str:
-    """Keep the copy with the highest rev; a locked processing/ copy is never touched."""
-    ranked = []
-    for path in paths:
-        try:
-            job = Job.from_json(read_job_file(path))
-        except (OSError, InvalidJob):
-            continue
-        # Highest rev first; on a tie, a copy whose text agrees with its folder.
-        agrees = job.state.value == path.parent.name
-        ranked.append(((job.rev, agrees, path.parent.name != "processing"), path))
-    if not ranked:
-        return "no readable copy"
-    ranked.sort(key=lambda item: item[0])
-    keep = ranked[-1][1]
-    removed = []
-    for _, path in ranked[:-1]:
-        if path.parent.name == "processing" and store.try_lock_orphan(path.name) is None:
-            continue
-        aside = store.home.rejected / f"{path.parent.name}-{path.name}"
-        shutil.move(path, aside)
-        removed.append(str(aside))
-    return f"kept {keep}; moved {', '.join(removed) or 'nothing'} aside"
+def _keep_newest(store: Store, job_id: str) -> str:
+    """Keep the copy with the highest (generation, rev); a processing/ copy that someone
+    runs is never touched."""
+    with store.changing(job_id):
+        ranked = []
+        for state, path in store.folders.copies(job_id):
+            try:
+                job = read_job(path, None)
+            except (OSError, InvalidJob):
+                continue
+            agrees = job.state is state
+            ranked.append(
+                ((job.generation, job.rev, agrees, state is not JobState.PROCESSING), path)
+            )
+        if len(ranked) < 2:
+            return "no longer duplicated"
+        ranked.sort(key=lambda item: item[0])
+        keep = ranked[-1][1]
+        moved = []
+        for _, path in ranked[:-1]:
+            if path.parent.name == "processing" and store.recovery.is_running(job_id):
+                continue
+            message = store.rejector.reject(path, f"is an older copy of {keep}")
+            if message:
+                moved.append(str(path))
+    return f"kept {keep}; moved {', '.join(moved) or 'nothing'} to rejected/"
 
 
 # ------------------------------------------------------------------------ files vs journal
 
 
 def _check_against_journal(store: Store, offline: bool) -> list[Finding]:
-    jobs = journal_jobs(scan(store.home.journal))
+    best = winners(store)
     files = existing_job_files(store)
     out = []
     for job_id, paths in sorted(files.items()):
@@ -331,61 +429,92 @@ def _check_against_journal(store: Store, offline: bool) -> list[Finding]:
             continue
         path = settled[0]
         try:
-            on_disk = Job.from_json(read_job_file(path))
+            on_disk = read_job(path, None)
         except (OSError, InvalidJob):
-            continue  # dropped files not yet adopted; rejected by workers if invalid
-        journaled = jobs.get(job_id)
-        if journaled is None:
-            out.append(
-                Finding(
-                    "not-journaled",
-                    f"{path} is not in the journal",
-                    lambda job=on_disk: _journal(store, job),
-                )
-            )
-            continue
-        if journaled.rev == on_disk.rev and journaled.state.value == path.parent.name:
-            continue
-        if on_disk.rev > journaled.rev:
-            out.append(
-                Finding(
-                    "journal-behind",
-                    f"{path} (rev {on_disk.rev}) is newer than the journal "
-                    f"(rev {journaled.rev}, {journaled.state.value})",
-                    lambda job=on_disk: _journal(store, job),
-                )
-            )
-        else:
-            fix = (lambda job=journaled, path=path: _rewrite(store, job, path)) if offline else None
-            out.append(
-                Finding(
-                    "file-behind",
-                    f"{path} (rev {on_disk.rev}) disagrees with the journal "
-                    f"(rev {journaled.rev}, {journaled.state.value})"
-                    + ("" if offline else "; stop workers to repair"),
-                    fix,
-                )
-            )
-    for job_id, job in sorted(jobs.items()):
-        if job_id not in files:
-            fix = (lambda job=job: _rewrite(store, job, None)) if offline else None
+            continue  # drops not yet adopted; bad files are reported above
+        winner = best.get(job_id)
+        finding = _compare(store, path, on_disk, winner, offline)
+        if finding is not None:
+            out.append(finding)
+    for job_id, winner in sorted(best.items()):
+        if job_id not in files and not winner.gone:
+            fix = partial(_rewrite_missing, store, winner) if offline else None
             out.append(
                 Finding(
                     "missing-file",
-                    f"job {job_id} ({job.state.value}) is in the journal but has no file",
+                    f"job {job_id} ({winner.state}) is in the journal but has no file"
+                    + ("" if offline else "; stop workers to repair"),
                     fix,
                 )
             )
     return out
 
 
-def _journal(store: Store, job: Job) -> str:
-    store.journal.append(
-        [{"ts": job.updated_at, "event": "fsck", "pid": os.getpid(), "job": job.to_dict()}]
+def _compare(
+    store: Store, path: Path, on_disk: Job, winner: Winner | None, offline: bool
+) -> Finding | None:
+    mine = (on_disk.generation, on_disk.rev)
+    if winner is None:
+        return Finding(
+            "not-journaled", f"{path} is not in the journal", lambda: _journal(store, path)
+        )
+    theirs = (winner.generation, winner.rev)
+    if winner.gone and mine <= theirs:
+        return Finding(
+            "deleted",
+            f"{path} was deleted ({winner.event} in the journal) but its file is still here",
+            lambda: _finish_deletion(store, path, theirs),
+        )
+    if mine == theirs and winner.state == path.parent.name:
+        return None
+    if mine > theirs:
+        return Finding(
+            "journal-behind",
+            f"{path} (rev {on_disk.rev}) is newer than the journal "
+            f"(rev {winner.rev}, {winner.state})",
+            lambda: _journal(store, path),
+        )
+    fix = (lambda: _rewrite(store, winner, path)) if offline else None
+    return Finding(
+        "file-behind",
+        f"{path} (rev {on_disk.rev}) disagrees with the journal "
+        f"(rev {winner.rev}, {winner.state})" + ("" if offline else "; stop workers to repair"),
+        fix,
     )
+
+
+def _journal(store: Store, path: Path) -> str:
+    """Journal a job file the journal lacks (re-read under its change lock first)."""
+    with store.changing(path.stem):
+        try:
+            job = read_job(path, None)
+        except (OSError, InvalidJob):
+            return "changed meanwhile"
+        store.journal.append_entries([job_entry(Event.FSCK, job, job.updated_at)])
     return f"journaled {job.id} as {job.state.value} (rev {job.rev})"
 
 
-def _rewrite(store: Store, job: Job, old: Path | None) -> str:
-    store.write_files([Change(job, "fsck", remove=old)])
+def _finish_deletion(store: Store, path: Path, deleted: tuple[int, int]) -> str:
+    with store.changing(path.stem):
+        try:
+            job = read_job(path, None)
+        except FileNotFoundError:
+            return "already gone"
+        except (OSError, InvalidJob):
+            return "changed meanwhile"
+        if (job.generation, job.rev) > deleted:
+            return "a newer copy: kept"
+        store.commits.finish_deletion(path)
+    return f"removed {path} (its deletion was journaled)"
+
+
+def _rewrite(store: Store, winner: Winner, old: Path | None) -> str:
+    job = winning_job(store, winner)
+    if job is None:
+        return "the journal record cannot be read"
+    store.commits.write_files([Change(job, Event.FSCK, remove=old)])
     return f"wrote {job.id} to {job.state.value}/ from the journal"
+
+
+def _rewrite_missing(store: Store, winner: Winner) -> str:
+    return _rewrite(store, winner, None)

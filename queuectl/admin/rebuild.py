@@ -1,58 +1,71 @@
 """Replay the journal into the state tree.
 
 The replay rule is the one the journal was designed for: per job id, the record with the
-highest ``rev`` is the job's state (a ``deleted`` record means the job was cleaned up). Claims
-are never journaled, so a job that was mid-run replays as the state it was claimed from and
-simply runs again.
+highest (generation, rev) is the job's state; a winning ``deleted`` or ``withdrawn`` record
+means the job does not exist (a later life of the id has a higher generation, so it wins over
+its predecessor's deletion). Claims are never journaled, so a job that was mid-run replays as
+the state it was claimed from and simply runs again.
+
+Winners are found from the journal's index (one small tuple per job, whatever the journal's
+size); only the winning records themselves are read and parsed.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from queuectl.errors import InvalidJob, QueueError
 from queuectl.job import ID_PATTERN, Job, JobState
-from queuectl.storage.journal import JournalScan, Record, scan
-from queuectl.storage.store import Change, Store, read_job_file
-from queuectl.worker.registry import live_workers
+from queuectl.storage.commit import Change
+from queuectl.storage.events import Event
+from queuectl.storage.jobfile import read_job_file
+from queuectl.storage.registry import live_workers
+from queuectl.storage.replay import Replay, Winner
+from queuectl.storage.store import Store
 
-__all__ = ["DELETED", "RebuildReport", "existing_job_files", "latest_records", "rebuild"]
-
-DELETED: Final = "deleted"
-"""Event of a job removed by ``cleanup``: replay must not bring it back."""
+__all__ = [
+    "RebuildReport",
+    "Winner",
+    "existing_job_files",
+    "journal_jobs",
+    "rebuild",
+    "winners",
+]
 
 BATCH: Final = 1000
 
 
-def latest_records(records: Iterable[Record]) -> dict[str, dict[str, Any]]:
-    """The winning record per job id (highest rev; a later record wins a tie)."""
-    latest: dict[str, dict[str, Any]] = {}
-    for record in records:
-        job = record.data.get("job")
-        if not isinstance(job, dict) or not isinstance(job.get("id"), str):
-            continue
-        rev = job.get("rev", 0)
-        known = latest.get(job["id"])
-        if known is None or rev >= known["job"].get("rev", 0):
-            latest[job["id"]] = record.data
-    return latest
+def winners(store: Store) -> dict[str, Winner]:
+    """The winning record of every id the journal knows (``storage.replay``)."""
+    replay = Replay()
+    with store.journal.reading():
+        for fields, source in store.journal.rows():
+            replay.add(fields, source)
+    return replay.winners()
 
 
-def journal_jobs(scan_result: JournalScan) -> dict[str, Job]:
-    """Jobs that exist according to the journal (deleted ones left out)."""
-    jobs = {}
-    for job_id, data in latest_records(scan_result.records).items():
-        if data.get("event") == DELETED:
-            continue
-        try:
-            jobs[job_id] = Job.from_dict(data["job"])
-        except InvalidJob:
-            continue
-    return jobs
+def winning_job(store: Store, winner: Winner) -> Job | None:
+    record = store.journal.read_at(winner.source, winner.offset, winner.length)
+    data = record.get("job") if record else None
+    if not isinstance(data, dict):
+        return None
+    try:
+        return Job.from_dict(data)
+    except InvalidJob:
+        return None
+
+
+def journal_jobs(store: Store, best: dict[str, Winner] | None = None) -> Iterator[Job]:
+    """Jobs that exist according to the journal (one record read at a time)."""
+    for winner in (best if best is not None else winners(store)).values():
+        if not winner.gone:
+            job = winning_job(store, winner)
+            if job is not None:
+                yield job
 
 
 def existing_job_files(store: Store) -> dict[str, list[Path]]:
@@ -85,28 +98,36 @@ def rebuild(
         raise QueueError(
             "workers are running for this home; stop them first (queuectl worker stop)"
         )
-    result = scan(store.home.journal)
-    jobs = journal_jobs(result)
+    from queuectl.storage.journal import check
+
+    _count, torn = check(store.home.journal)
+    best = winners(store)
     existing = existing_job_files(store)
-    report = RebuildReport(torn_tail=result.torn_tail)
+    report = RebuildReport(torn_tail=torn)
     if on_total:
-        on_total(len(jobs))
+        on_total(len(best))
     batch: list[tuple[Change, list[Path]]] = []
-    for job_id, job in jobs.items():
-        target = store.home.job_path(job.state, job_id)
-        others = [p for p in existing.get(job_id, []) if p != target]
-        if _same_content(target, job):
-            report.unchanged += 1
-            _remove(others, report)
+    for job_id, winner in best.items():
+        paths = existing.get(job_id, [])
+        if winner.gone:
+            _remove(store, paths, report)
         else:
-            batch.append((Change(job, "rebuilt"), others))
+            job = winning_job(store, winner)
+            if job is not None:
+                target = store.home.job_path(job.state, job_id)
+                others = [p for p in paths if p != target]
+                if _same_content(target, job):
+                    report.unchanged += 1
+                    _remove(store, others, report)
+                else:
+                    batch.append((Change(job, Event.FSCK), others))
         if len(batch) >= BATCH:
             _flush(store, batch, report)
         if progress:
             progress(1)
     _flush(store, batch, report)
     report.unknown = sorted(
-        p for job_id, paths in existing.items() if job_id not in jobs for p in paths
+        p for job_id, paths in existing.items() if job_id not in best for p in paths
     )
     return report
 
@@ -114,20 +135,16 @@ def rebuild(
 def _flush(store: Store, batch: list[tuple[Change, list[Path]]], report: RebuildReport) -> None:
     if not batch:
         return
-    store.write_files([change for change, _ in batch])
+    store.commits.write_files([change for change, _ in batch])
     report.written += len(batch)
     for _, others in batch:
-        _remove(others, report)  # only now: the replacement is durable
+        _remove(store, others, report)  # only now: the replacement is durable
     batch.clear()
 
 
-def _remove(paths: list[Path], report: RebuildReport) -> None:
-    for path in paths:
-        try:
-            os.unlink(path)
-            report.removed += 1
-        except FileNotFoundError:
-            pass
+def _remove(store: Store, paths: list[Path], report: RebuildReport) -> None:
+    if paths:
+        report.removed += store.commits.discard_copies(paths)
 
 
 def _same_content(path: Path, job: Job) -> bool:

@@ -240,17 +240,19 @@ def worker_start(ctx: Context, count: int, burst: bool) -> None:
 def worker_stop(ctx: Context, timeout: float | None) -> None:
     """Gracefully stop every live worker of this home and wait for them to exit."""
     from queuectl.errors import NoWorkers
-    from queuectl.worker.registry import live_workers, signal_worker, wait_for_exit
+    from queuectl.storage.registry import live_workers, request_stop, wait_for_exit
 
-    directory = ctx.store.home.workers
-    workers = live_workers(directory, clean_stale=True)
+    home = ctx.store.home
+    workers = live_workers(home.workers, clean_stale=True)
     if not workers:
         raise NoWorkers("no workers are running for this home")
-    pids = [w["pid"] for w in workers if signal_worker(w["pid"])]
-    click.echo(f"sent SIGTERM to {len(pids)} worker(s): {' '.join(map(str, pids))}")
-    stuck = [pid for pid in pids if not wait_for_exit(directory, pid, timeout)]
+    for info in workers:
+        request_stop(home.stop_requests, info)
+    ids = [str(w["id"]) for w in workers]
+    click.echo(f"asked {len(ids)} worker(s) to stop: {' '.join(ids)}")
+    stuck = [i for i in ids if not wait_for_exit(home.workers, i, timeout)]
     if stuck:
-        raise QueueError(f"still running after {timeout:g}s: {' '.join(map(str, stuck))}")
+        raise QueueError(f"still running after {timeout:g}s: {' '.join(stuck)}")
     click.echo("all workers stopped")
 
 
@@ -262,12 +264,12 @@ def worker_stop(ctx: Context, timeout: float | None) -> None:
 @pass_context
 def status(ctx: Context, as_json: bool) -> None:
     """Job counts per state and the live workers."""
-    from queuectl.worker.registry import live_workers
+    from queuectl.storage.registry import live_workers
 
     store = ctx.store
-    counts = {state: store.count(state) for state in STATES}
+    counts = {state: store.folders.count(state) for state in STATES}
     workers = live_workers(store.home.workers)
-    rejected = store.rejected()
+    rejected = store.folders.rejected()
     if as_json:
         _print_json(
             {
@@ -283,9 +285,10 @@ def status(ctx: Context, as_json: bool) -> None:
     click.echo()
     if workers:
         rows = [
-            [w.get("pid"), w.get("threads"), w.get("started_at"), w.get("host")] for w in workers
+            [w.get("id"), w.get("pid"), w.get("threads"), w.get("started_at"), w.get("host")]
+            for w in workers
         ]
-        click.echo(tabulate(rows, headers=["worker pid", "threads", "started", "host"]))
+        click.echo(tabulate(rows, headers=["worker", "pid", "threads", "started", "host"]))
     else:
         click.echo("no workers running")
     if rejected:
@@ -314,7 +317,7 @@ def _collect(store: Store, states: list[str], limit: int) -> list[Job]:
         remaining = limit - len(jobs) if limit else None
         if remaining == 0:
             break
-        jobs.extend(store.jobs(JobState(name), limit=remaining))
+        jobs.extend(store.folders.jobs(JobState(name), limit=remaining))
     return jobs
 
 
@@ -347,9 +350,10 @@ def _print_jobs(jobs: list[Job], as_json: bool) -> None:
 @pass_context
 def show(ctx: Context, job_id: str, as_json: bool) -> None:
     """Show one job, whatever its state, with every attempt from the journal."""
-    job = ctx.store.load(job_id)
+    job = ctx.store.folders.load(job_id)
+    running = _running_info(ctx.store, job) if job.state.value == "processing" else None
     if as_json:
-        _print_json(job.to_dict())
+        _print_json({**job.to_dict(), "running": running})
         return
     from tabulate import tabulate
 
@@ -357,9 +361,15 @@ def show(ctx: Context, job_id: str, as_json: bool) -> None:
     fields["env"] = " ".join(f"{k}={v}" for k, v in job.env.items())
     rows = [[key, "" if value is None else value] for key, value in fields.items()]
     click.echo(tabulate(rows, tablefmt="plain"))
-    from queuectl.observe.journal_views import attempts, journal_records
+    if running is not None:
+        worker = running.get("worker") or {}
+        click.echo(
+            f"running since {running.get('started_at')} on worker "
+            f"{worker.get('id') or '(starting)'}"
+        )
+    from queuectl.observe.attempts import job_attempts
 
-    runs = attempts(journal_records(ctx.store), job_id)
+    runs = [a for a in job_attempts(ctx.store, job_id) if a.get("generation") == job.generation]
     if runs:
         click.echo()
         click.echo(_attempts_table(runs))
@@ -417,8 +427,8 @@ def dlq_purge(ctx: Context, job_ids: tuple[str, ...], everything: bool, yes: boo
         raise QueueError("nothing deleted")
     removed, missing = purge(ctx.store, ids, utcnow())
     click.echo(f"purged {len(removed)} job(s)")
-    for job_id in missing:
-        _warn(f"job {job_id!r} is not in the dead letter queue")
+    for job_id, why in missing:
+        _warn(f"job {job_id!r} was not purged: {why}")
     if missing:
         sys.exit(1)
 
@@ -428,7 +438,7 @@ def _dead_ids(store: Store, job_ids: tuple[str, ...], everything: bool) -> list[
 
     if everything == bool(job_ids):
         raise UsageError("give job ids or --all (not both)")
-    return store.job_names_as_ids(JobState.DEAD) if everything else list(job_ids)
+    return store.folders.ids(JobState.DEAD) if everything else list(job_ids)
 
 
 @cli.command()
@@ -608,11 +618,13 @@ def cleanup(ctx: Context, older_than: str, states: tuple[str, ...]) -> None:
 
     chosen = tuple(JobState(s) for s in (states or ("completed",)))
     with _progress("cleaning") as bar:
-        bar.set_total(sum(ctx.store.count(s) for s in chosen))
-        removed = run_cleanup(
+        bar.set_total(sum(ctx.store.folders.count(s) for s in chosen))
+        removed, kept = run_cleanup(
             ctx.store, _duration_option(older_than), chosen, utcnow(), progress=bar.update
         )
     click.echo(f"removed {len(removed)} job(s)")
+    for job_id, why in kept:
+        _warn(f"kept {job_id}: {why}")
 
 
 def _duration_option(text: str) -> float:
@@ -670,8 +682,8 @@ def _progress(label: str) -> _Progress:
 @pass_context
 def logs(ctx: Context, job_id: str, attempt: int | None, follow: bool) -> None:
     """Print a job's captured stdout and stderr."""
-    from queuectl.observe.journal_views import follow as follow_logs
-    from queuectl.observe.journal_views import log_files
+    from queuectl.observe.logs import follow as follow_logs
+    from queuectl.observe.logs import log_files
 
     if follow:
         follow_logs(ctx.store, job_id, _write_stdout)
@@ -707,7 +719,7 @@ def wait(ctx: Context, job_ids: tuple[str, ...], timeout: float | None) -> None:
     """Block until jobs finish. One job: exit with its own exit code (0 when completed).
     Several: 0 when all completed, 1 when any is dead or cancelled."""
     from queuectl.job import JobState
-    from queuectl.observe.journal_views import wait_for
+    from queuectl.observe.waiting import wait_for
 
     ids = list(dict.fromkeys(job_ids))
     with _progress("waiting") as bar:
@@ -717,7 +729,7 @@ def wait(ctx: Context, job_ids: tuple[str, ...], timeout: float | None) -> None:
     if len(ids) == 1:
         if final[ids[0]] is JobState.COMPLETED:
             return
-        code = ctx.store.load(ids[0]).last_exit_code
+        code = ctx.store.folders.load(ids[0]).last_exit_code
         sys.exit(code if code is not None and code > 0 else 1)
     bad = sorted(i for i, state in final.items() if state is not JobState.COMPLETED)
     if bad:
@@ -734,11 +746,14 @@ def stats(ctx: Context, since: str | None, as_json: bool) -> None:
     from datetime import timedelta
 
     from queuectl.job import utcnow
-    from queuectl.observe.journal_views import compute_stats, journal_records
+    from queuectl.observe.stats import compute_stats
 
     now = utcnow()
-    start = now - timedelta(seconds=_duration_option(since)) if since else None
-    figures = compute_stats(journal_records(ctx.store), start, now)
+    try:
+        start = now - timedelta(seconds=_duration_option(since)) if since else None
+    except OverflowError:
+        raise UsageError(f"invalid duration {since!r}: too long") from None
+    figures = compute_stats(ctx.store, start, now)
     if as_json:
         _print_json(figures)
         return
@@ -809,7 +824,7 @@ def history(ctx: Context, job_id: str, as_json: bool) -> None:
 
     Works for jobs removed by cleanup or purge too, as long as the journal still has them.
     """
-    from queuectl.observe.history import job_attempts
+    from queuectl.observe.attempts import job_attempts
 
     runs = job_attempts(ctx.store, job_id)
     if as_json:
@@ -842,6 +857,30 @@ def _attempts_table(runs: list[dict[str, Any]]) -> str:
 
 
 # -------------------------------------------------------------------- helpers
+
+
+def _running_info(store: Store, job: Job) -> dict[str, Any]:
+    """When and where a job in processing/ runs, from its worker's ``<id>.jobs`` (no /proc:
+    it works from another container); a job claimed this instant is not listed yet, and
+    then the claim's time is taken from the file (the rename that claimed it)."""
+    from queuectl.job import format_time
+    from queuectl.storage.registry import running_jobs
+
+    entry = running_jobs(store.home.workers).get(job.id)
+    if entry is not None:
+        return {
+            "started_at": entry.get("started_at"),
+            "worker": entry.get("worker"),
+            "run": entry.get("run"),
+        }
+    from datetime import UTC, datetime
+
+    try:
+        claimed = store.home.job_path("processing", job.id).stat().st_ctime
+        started = format_time(datetime.fromtimestamp(claimed, UTC))
+    except OSError:
+        started = None
+    return {"started_at": started, "worker": None, "run": job.runs + 1}
 
 
 def _print_json(value: Any) -> None:

@@ -8,146 +8,71 @@ run time and queue wait, all computed from the state folders and the journal, so
 
 from __future__ import annotations
 
-import os
 import threading
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from queuectl.job import JobState
-from queuectl.observe.journal_views import AttemptFolder
-from queuectl.storage.journal import decode_line, scan
+from queuectl.observe.tallies import BUCKETS, Histogram, Tallies
+from queuectl.storage.events import Event
+from queuectl.storage.journal import Follower
+from queuectl.storage.registry import live_workers
 from queuectl.storage.store import Store
-from queuectl.worker.registry import live_workers
 
-__all__ = ["BUCKETS", "cached_records", "render", "snapshot"]
-
-BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
-"""Seconds; from a shell builtin to an hour-long batch job."""
+__all__ = ["BUCKETS", "render", "snapshot"]
 
 
-@dataclass
-class _Cached:
-    files: list[tuple[str, int, int]]
-    """(name, inode, size) of every journal file when it was read; the last one may grow."""
-    end: int
-    """Offset just past the last complete line read from the last file."""
-    records: list[dict[str, Any]]
-    attempts: AttemptFolder
-    """The records folded into per-attempt figures, extended as the journal grows."""
+class _Followed:
+    """Tallies of one journal, kept current by a ``Follower`` (per process, per home)."""
+
+    def __init__(self, store: Store) -> None:
+        self.follower = Follower(store.journal)
+        self.tallies = Tallies()
+        self.guard = threading.Lock()
+
+    def current(self, store: Store) -> Tallies:
+        with self.guard:
+            self.follower.advance(self._reset, self._row)
+            return self.tallies
+
+    def _reset(self) -> None:
+        self.tallies = Tallies()
+
+    def _row(self, fields: list[str], source: Path) -> None:
+        if fields[0] == "-":
+            if fields[1] == Event.TOTALS:
+                record = self.follower.journal.read_at(source, int(fields[2]), int(fields[3]))
+                if record is not None:
+                    self.tallies.merge(record.get("totals"))
+            return
+        self.tallies.add_row(fields)
 
 
-class _JournalCache:
-    """Reads each journal once, then only what was appended since: a dashboard scraped every
-    few seconds next to running workers re-parsed the whole journal per scrape (1.4-2 s at
-    45 MB). One entry per journal folder. Anything but growth of the newest file (rotation,
-    compaction, a repair, damage) means a full read again."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, _Cached] = {}
-        self._guard = threading.Lock()
-
-    def records(self, store: Store) -> list[dict[str, Any]]:
-        return self.current(store).records
-
-    def current(self, store: Store) -> _Cached:
-        """The journal as read and folded so far, brought up to date. One reader at a time
-        per process: the fold is extended in place."""
-        directory = store.home.journal
-        key = str(directory)
-        with self._guard:
-            files = _journal_files(directory)
-            cached = self._entries.get(key)
-            if cached is not None:
-                grown = _appended(directory, cached, files)
-                if grown is not None:
-                    self._entries[key] = grown
-                    return grown
-            found = scan(directory)
-            records = [r.data for r in found.records]
-            folder = AttemptFolder()
-            folder.feed(records)
-            end = _end_of_records(directory, files, found.records)
-            self._entries[key] = _Cached(files, end, records, folder)
-            return self._entries[key]
+_followed: dict[str, _Followed] = {}
+_followed_guard = threading.Lock()
 
 
-def _journal_files(directory: Path) -> list[tuple[str, int, int]]:
-    out = []
-    for entry in os.scandir(directory):
-        if entry.name.endswith((".log", ".snap")):
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            out.append((entry.name, st.st_ino, st.st_size))
-    # Segment N.log is written after snapshot N.snap: the last entry must be the newest log.
-    return sorted(out, key=lambda f: (f[0].split(".")[0], f[0].endswith(".log")))
-
-
-def _appended(
-    directory: Path, cached: _Cached, files: list[tuple[str, int, int]]
-) -> _Cached | None:
-    """The cache extended by the lines appended to the newest file; None when the journal
-    changed in any other way."""
-    if not files or len(files) != len(cached.files) or files[:-1] != cached.files[:-1]:
-        return None
-    name, inode, size = files[-1]
-    if (name, inode) != cached.files[-1][:2] or size < cached.end:
-        return None
-    if size == cached.end:
-        return cached
-    try:
-        fd = os.open(directory / name, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = os.pread(fd, size - cached.end, cached.end)
-        finally:
-            os.close(fd)
-    except OSError:
-        return None
-    complete = data[: data.rfind(b"\n") + 1]
-    added = []
-    for line in complete.splitlines(keepends=True):
-        record = decode_line(line)
-        if record is None:
-            return None  # damage: let a full read report it properly
-        added.append(record)
-    cached.attempts.feed(added)
-    return _Cached(files, cached.end + len(complete), cached.records + added, cached.attempts)
-
-
-def _end_of_records(directory: Path, files: list[tuple[str, int, int]], found: list[Any]) -> int:
-    """Where a full read stopped in the newest file: just past its last valid line."""
-    if not files:
-        return 0
-    newest = directory / files[-1][0]
-    last = next((r for r in reversed(found) if r.segment == newest), None)
-    if last is None:
-        return 0
-    with open(newest, "rb") as handle:
-        handle.seek(last.offset)
-        return last.offset + len(handle.readline())
-
-
-_cache = _JournalCache()
-
-
-def cached_records(store: Store) -> list[dict[str, Any]]:
-    """The journal's records, re-read only when it changed (shared by /metrics and the page)."""
-    return _cache.records(store)
+def tallies(store: Store) -> Tallies:
+    """Attempt counters of the whole journal (snapshots' totals included), brought up to
+    date; shared by ``queuectl metrics`` and the dashboard."""
+    key = str(store.home.journal)
+    with _followed_guard:
+        followed = _followed.get(key)
+        if followed is None:
+            followed = _followed[key] = _Followed(store)
+    return followed.current(store)
 
 
 def snapshot(store: Store) -> dict[str, Any]:
-    """The numbers behind the metrics: counts, workers, and per-attempt figures."""
-    attempts = _cache.current(store).attempts.found
+    """The numbers behind the metrics: counts, workers, and attempt tallies."""
+    counted = tallies(store)
     return {
-        "jobs": {state.value: store.count(state) for state in JobState},
+        "jobs": {state.value: store.folders.count(state) for state in JobState},
         "workers": len(live_workers(store.home.workers)),
-        "outcomes": dict(Counter(a.outcome for a in attempts)),
-        "run_seconds": [a.ran for a in attempts if a.ran is not None],
-        "wait_seconds": [a.waited for a in attempts if a.waited is not None],
+        "outcomes": dict(counted.outcomes),
+        "run_seconds": counted.run,
+        "wait_seconds": counted.wait,
     }
 
 
@@ -176,15 +101,24 @@ def render(figures: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _histogram(name: str, help_text: str, values: Iterable[float]) -> list[str]:
-    values = list(values)
+def _histogram(name: str, help_text: str, values: Histogram | Iterable[float]) -> list[str]:
+    histogram = values if isinstance(values, Histogram) else _filled(values)
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-    for bound in BUCKETS:
-        lines.append(f'{name}_bucket{{le="{bound:g}"}} {sum(1 for v in values if v <= bound)}')
-    lines.append(f'{name}_bucket{{le="+Inf"}} {len(values)}')
-    lines.append(f"{name}_sum {sum(values):.6f}")
-    lines.append(f"{name}_count {len(values)}")
+    running = 0
+    for bound, count in zip(BUCKETS, histogram.counts, strict=False):
+        running += count
+        lines.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
+    lines.append(f'{name}_bucket{{le="+Inf"}} {histogram.count}')
+    lines.append(f"{name}_sum {histogram.total:.6f}")
+    lines.append(f"{name}_count {histogram.count}")
     return lines
+
+
+def _filled(values: Iterable[float]) -> Histogram:
+    histogram = Histogram()
+    for value in values:
+        histogram.add(value)
+    return histogram
 
 
 def _label(value: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import itertools
 import os
 import secrets
@@ -81,23 +80,24 @@ _tmp_counter = itertools.count()
 _tmp_salt = secrets.token_hex(2)
 
 
-def tmp_name(tmp_dir: Path, stem: str) -> Path:
-    """A unique in-flight name; the pid lets fsck tell whose leftovers these are.
+def tmp_name(tmp_dir: Path, stem: str, owner: str | None = None) -> Path:
+    """A unique in-flight name ``<stem>.<owner>.<n>.tmp``; ``owner`` is the writer's process
+    mark (``locks.ProcessMark``), which lets fsck tell whether the writer still runs.
 
-    A per-process random salt plus a counter: unique without a getrandom call per file
-    (O_EXCL catches the impossible collision of a recycled pid with the same salt).
+    A per-process random salt plus a counter: unique without a getrandom call per file.
     """
-    return tmp_dir / f"{stem}.{os.getpid()}.{_tmp_salt}{next(_tmp_counter):x}.tmp"
+    who = owner if owner is not None else str(os.getpid())
+    return tmp_dir / f"{stem}.{who}.{_tmp_salt}{next(_tmp_counter):x}.tmp"
 
 
-def write_tmp(tmp_dir: Path, stem: str, data: bytes) -> tuple[Path, int]:
+def write_tmp(tmp_dir: Path, stem: str, data: bytes, owner: str | None = None) -> tuple[Path, int]:
     """Write ``data`` to a fresh tmp file and return (path, open fd) without fsyncing.
 
     The caller decides how to make it durable (``fsync_fd`` for one, ``sync_all`` for a
     batch) and must close the fd. On any error the partial file is removed, so a full disk
     never leaves half-written files behind.
     """
-    path = tmp_name(tmp_dir, stem)
+    path = tmp_name(tmp_dir, stem, owner)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     except OSError as exc:
@@ -127,15 +127,6 @@ def reuse_tmp(blank: Path, data: bytes) -> tuple[Path, int] | None:
         fd = os.open(blank, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         _unlink_quietly(blank)
-        return None
-    try:
-        # A command's leftover that left its process group (setsid) may still hold the old
-        # job's lock through fd 3; a file published from this inode would be born locked.
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    except OSError:
-        os.close(fd)
-        _unlink_quietly(blank)  # its holder keeps the inode; we take a fresh file
         return None
     try:
         view = memoryview(data)

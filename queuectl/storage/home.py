@@ -8,8 +8,9 @@ Layout (a public interface, documented in the README)::
       rejected/   dropped files that are not valid jobs, each with <name>.reason
       journal/    append-only event journal segments, 00000001.log, ...
       logs/<id>/  stdout and stderr of every attempt: <attempt>.out, <attempt>.err
-      workers/    one <pid>.json per live worker process, flock-ed while it lives
-      locks/      lock files (never deleted: filelock #27)
+      workers/    one <worker-id>.json per live worker process, flock-ed while it lives
+      stop/<worker-id>  a request to stop one worker, watched by it (works across containers)
+      locks/      lock files (never deleted: filelock #27); claims.lock holds the job locks
       cancel/<id>  a request to cancel a running job, watched by its worker
       config.json persisted settings
 """
@@ -27,7 +28,7 @@ from queuectl.job import JobState
 __all__ = ["STATE_DIRS", "Home", "resolve_home"]
 
 STATE_DIRS: Final = tuple(state.value for state in JobState)
-AUX_DIRS: Final = ("tmp", "rejected", "journal", "logs", "workers", "locks", "cancel")
+AUX_DIRS: Final = ("tmp", "rejected", "journal", "logs", "workers", "locks", "cancel", "stop")
 DIR_MODE: Final = 0o700
 
 
@@ -75,6 +76,14 @@ class Home:
     @property
     def cancel_requests(self) -> Path:
         return self.root / "cancel"
+
+    @property
+    def stop_requests(self) -> Path:
+        return self.root / "stop"
+
+    @property
+    def claims_lock(self) -> Path:
+        return self.root / "locks" / "claims.lock"
 
     @property
     def config_file(self) -> Path:

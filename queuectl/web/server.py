@@ -24,12 +24,12 @@ from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from queuectl.admin.maintenance import purge
-from queuectl.errors import QueueError, UsageError
+from queuectl.errors import NotFound, QueueError, UsageError
 from queuectl.job import ID_PATTERN, JobState, utcnow
-from queuectl.observe.journal_views import attempts
-from queuectl.observe.promtext import cached_records, render, snapshot
+from queuectl.observe.attempts import job_attempts
+from queuectl.observe.promtext import render, snapshot
+from queuectl.storage.registry import live_workers
 from queuectl.storage.store import Store
-from queuectl.worker.registry import live_workers
 
 __all__ = ["PAGE_SIZE", "Dashboard", "check_bind"]
 
@@ -58,7 +58,7 @@ class Dashboard:
 
     def status(self) -> dict[str, Any]:
         return {
-            "jobs": {state.value: self.store.count(state) for state in JobState},
+            "jobs": {state.value: self.store.folders.count(state) for state in JobState},
             "workers": live_workers(self.store.home.workers),
         }
 
@@ -75,7 +75,7 @@ class Dashboard:
         rows = []
         for name in names[start : start + PAGE_SIZE]:
             try:
-                job = self.store.load(name[:-5])
+                job = self.store.folders.load(name[:-5])
             except QueueError:
                 continue
             rows.append(
@@ -97,10 +97,10 @@ class Dashboard:
         }
 
     def job(self, job_id: str) -> dict[str, Any]:
-        job = self.store.load(job_id)
+        job = self.store.folders.load(job_id)
         return {
             "job": job.to_dict(),
-            "attempts": attempts(cached_records(self.store), job_id),
+            "attempts": job_attempts(self.store, job_id),
             "logs": self._log_tails(job_id),
         }
 
@@ -124,7 +124,7 @@ class Dashboard:
     def purge(self, job_id: str) -> dict[str, Any]:
         removed, missing = purge(self.store, [job_id], utcnow())
         if missing:
-            raise QueueError(f"job {job_id!r} is not in the dead letter queue")
+            raise NotFound(f"job {job_id!r} is not in the dead letter queue")
         return {"id": job_id, "purged": bool(removed)}
 
     def metrics(self) -> str:
@@ -154,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/jobs":
             state = query.get("state", ["pending"])[0]
             page = query.get("page", ["0"])[0]
-            if state not in {s.value for s in JobState} or not page.isdigit():
+            if state not in {s.value for s in JobState} or not page.isdigit() or len(page) > 9:
                 self._send(HTTPStatus.BAD_REQUEST, {"error": "bad state or page"})
                 return
             self._json(lambda: self.app.jobs(state, int(page)))
@@ -214,13 +214,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, produce: Any) -> None:
         try:
             self._send(HTTPStatus.OK, produce())
+        except NotFound as exc:
+            self._send(HTTPStatus.NOT_FOUND, {"error": str(exc)})
+        except UsageError as exc:
+            self._send(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
         except QueueError as exc:
-            status = (
-                HTTPStatus.NOT_FOUND
-                if "no job" in str(exc) or "not in the dead" in str(exc)
-                else HTTPStatus.CONFLICT
-            )
-            self._send(status, {"error": str(exc)})
+            self._send(HTTPStatus.CONFLICT, {"error": str(exc)})
 
     def _send(self, status: HTTPStatus, body: Any, kind: str = "application/json") -> None:
         data = (json.dumps(body) if kind == "application/json" else body).encode()

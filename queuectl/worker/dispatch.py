@@ -29,7 +29,8 @@ from queuectl.config import backoff_policy
 from queuectl.job import Job, JobState, parse_time, utcnow
 from queuectl.scheduler import Outcome, OutcomeKind, after_attempt, queue_key
 from queuectl.storage.durable import read_regular
-from queuectl.storage.store import MAX_JOB_FILE_BYTES, Store
+from queuectl.storage.jobfile import MAX_JOB_FILE_BYTES, is_job_name
+from queuectl.storage.store import Store
 from queuectl.worker.watch import DirWatcher, open_watcher
 
 __all__ = ["RECOVERY_INTERVAL_SECONDS", "Dispatcher", "RunnableIndex"]
@@ -175,8 +176,14 @@ class Dispatcher(threading.Thread):
         log: Callable[[str], None],
         recovery_interval: float = RECOVERY_INTERVAL_SECONDS,
         on_cancel: Callable[[str], None] | None = None,
+        on_stop: Callable[[bool], None] | None = None,
+        own_id: str = "",
+        on_tick: Callable[[], float | None] | None = None,
     ) -> None:
         super().__init__(name="queuectl-dispatcher", daemon=True)
+        self.on_stop = on_stop
+        self.own_id = own_id
+        self.on_tick = on_tick
         self.store = store
         self.index = index
         self.stopping = stopping
@@ -211,10 +218,12 @@ class Dispatcher(threading.Thread):
                 home.state_dir(JobState.PENDING),
                 home.state_dir(JobState.FAILED),
                 home.cancel_requests,
+                home.stop_requests,
             ]
         )
         self._start_scan()
         self.recover()
+        self.check_stop_request()
         rescan_every = RESCAN_INTERVAL_SECONDS if watcher else POLL_INTERVAL_SECONDS
         next_rescan = time.monotonic() + rescan_every
         next_recovery = time.monotonic() + self.recovery_interval
@@ -237,6 +246,10 @@ class Dispatcher(threading.Thread):
                 due = min(next_rescan, next_recovery)
                 if self._scan is not None:
                     due = min(due, next_chunk)
+                if self.on_tick is not None:
+                    ticked = self.on_tick()
+                    if ticked is not None:
+                        due = min(due, ticked)
                 wait_ms = max(0, int((due - time.monotonic()) * 1000 + 0.999))
                 ready = {fd for fd, _ in poller.poll(wait_ms)}  # poll: fds may be >= 1024
                 if self._wake_r in ready:
@@ -247,6 +260,7 @@ class Dispatcher(threading.Thread):
                 if now >= next_rescan:
                     self._start_scan()
                     self.check_cancel_requests()
+                    self.check_stop_request()
                     next_rescan = now + rescan_every
                 if now >= next_recovery:
                     self.recover()
@@ -265,7 +279,10 @@ class Dispatcher(threading.Thread):
             elif event.directory == self.store.home.cancel_requests:
                 if self.on_cancel is not None:
                     self.on_cancel(event.name)
-            elif _is_candidate(event.name):
+            elif event.directory == self.store.home.stop_requests:
+                if event.name == self.own_id:
+                    self.check_stop_request()
+            elif is_job_name(event.name):
                 state = JobState.PENDING if event.directory == pending_dir else JobState.FAILED
                 path = event.directory / event.name
                 self.index.add(state, event.name, *self._schedule(state, path, time.time()))
@@ -297,7 +314,7 @@ class Dispatcher(threading.Thread):
         """
         home = self.store.home
         for state in (JobState.PENDING, JobState.FAILED):
-            entries = self.store.job_entries(state)
+            entries = self.store.folders.entries(state)
             directory = str(home.state_dir(state))
             for start in range(0, len(entries), RESCAN_CHUNK):
                 if self.stopping.is_set():
@@ -337,6 +354,19 @@ class Dispatcher(threading.Thread):
                 pass
         return since, priority
 
+    def check_stop_request(self) -> None:
+        """Obey ``stop/<own id>`` (written by ``worker stop``, possibly from a container
+        that cannot signal us): "now" stops at once, anything else is a warm stop."""
+        if self.on_stop is None or not self.own_id:
+            return
+        from queuectl.storage.durable import read_regular
+
+        try:
+            content = read_regular(self.store.home.stop_requests / self.own_id, 64)[0]
+        except OSError:
+            return
+        self.on_stop(content.strip() == b"now")
+
     def check_cancel_requests(self) -> None:
         """Look at every pending cancel request (after a missed notification, or without
         inotify): each one names a job id; the pool ignores ids it is not running."""
@@ -349,9 +379,9 @@ class Dispatcher(threading.Thread):
         """Return jobs whose worker and command are both gone to the queue (or the DLQ)."""
         directory = self.store.home.state_dir(JobState.PROCESSING)
         for name in os.listdir(directory):
-            if not _is_candidate(name):
+            if not is_job_name(name):
                 continue
-            done = self.store.recover_orphan(name, self._lost)
+            done = self.store.recovery.recover_orphan(name, self._lost)
             if done is not None:
                 self.log(done)
                 self.index.add(JobState.PENDING, name, time.time())
@@ -369,7 +399,7 @@ class Dispatcher(threading.Thread):
         if self._scan is not None or len(self.index) or not self.is_idle():
             return False
         return all(
-            self.store.count(s) == 0
+            self.store.folders.count(s) == 0
             for s in (JobState.PENDING, JobState.FAILED, JobState.PROCESSING)
         )
 
@@ -394,11 +424,12 @@ def _scheduling_fields(raw: bytes, state: JobState) -> tuple[object, int] | None
     pending/). Anything else, such as a file dropped by another tool, is parsed in full.
     """
     if raw.startswith(_CANONICAL_START) and raw.endswith(b"\n}\n"):
-        priority = _PRIORITY_LINE.search(raw)
-        wanted = _RUN_AT_LINE[state].search(raw)
-        if priority is not None and wanted is not None:
-            text = wanted.group(1)
-            return (None if text == b"null" else text[1:-1].decode()), int(priority.group(1))
+        priority_line = _PRIORITY_LINE.search(raw)
+        wanted_line = _RUN_AT_LINE[state].search(raw)
+        if priority_line is not None and wanted_line is not None:
+            text = wanted_line.group(1)
+            due = None if text == b"null" else text[1:-1].decode()
+            return due, int(priority_line.group(1))
     data = json.loads(raw)
     if not isinstance(data, dict):
         return None
@@ -407,10 +438,6 @@ def _scheduling_fields(raw: bytes, state: JobState) -> tuple[object, int] | None
     if isinstance(priority, bool) or not isinstance(priority, int):
         priority = 0
     return wanted, priority
-
-
-def _is_candidate(name: str) -> bool:
-    return not name.startswith(".") and not name.endswith((".tmp", "~"))
 
 
 def _drain(fd: int) -> None:

@@ -8,12 +8,15 @@ committer thread, off the critical path, refills the pool and afterwards moves e
 ``logs/<id>/<attempt>.out`` / ``.err``. An attempt that printed nothing keeps no files: its
 empty pair goes back to the pool (see ``give_back``).
 
-Until then a running attempt's output lives in ``tmp/output.<pid>.<random>.tmp.out`` /
-``.err``; if the worker dies, fsck removes those leftovers.
+Until then a running attempt's output lives in ``tmp/output.<mark>.<random>.tmp.out`` /
+``.err`` (``mark``: the worker's process mark, see ``storage.locks.ProcessMark``), flock-ed
+by the worker and, through the inherited descriptors, by the command; fsck removes such
+leftovers only once neither holds them.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import threading
@@ -47,7 +50,8 @@ class OutputFiles:
 
 
 class OutputPool:
-    def __init__(self, tmp_dir: Path, logs_dir: Path, spare: int) -> None:
+    def __init__(self, tmp_dir: Path, logs_dir: Path, spare: int, owner: str = "") -> None:
+        self.owner = owner or str(os.getpid())
         self.tmp_dir = tmp_dir
         self.logs_dir = logs_dir
         self.spare = spare
@@ -115,7 +119,7 @@ class OutputPool:
                     pass
 
     def _create(self) -> OutputFiles:
-        stem = self.tmp_dir / f"output.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        stem = self.tmp_dir / f"output.{self.owner}.{secrets.token_hex(4)}.tmp"
         out_path, err_path = Path(f"{stem}.out"), Path(f"{stem}.err")
         out = os.open(out_path, _FLAGS, 0o600)
         try:
@@ -124,6 +128,11 @@ class OutputPool:
             os.close(out)
             os.unlink(out_path)
             raise
+        # The command gets these descriptors as its stdout and stderr, and the flock goes
+        # with them: fsck sees a running attempt's output as in use even after its worker
+        # died, for as long as the command (or anything that kept fd 1 or 2) lives.
+        fcntl.flock(out, fcntl.LOCK_EX)
+        fcntl.flock(err, fcntl.LOCK_EX)
         return OutputFiles(out_path, err_path, out, err)
 
 

@@ -12,6 +12,7 @@ finds the job exactly as if the worker had died during the run (at-least-once).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from queuectl.errors import QueueError
-from queuectl.storage.store import Change, Claim, Store
+from queuectl.storage.claims import Claim
+from queuectl.storage.commit import Change
+from queuectl.storage.store import Store
 from queuectl.worker.outputs import OutputFiles, OutputPool
 
 __all__ = ["COMMIT_WINDOW_SECONDS", "CommitQueue"]
@@ -126,7 +129,10 @@ class CommitQueue:
                 except OSError as exc:
                     self.log(f"error: cannot move the output of {item.change.job.id}: {exc}")
         try:
-            self.store.commit([item.change for item in batch])
+            with contextlib.ExitStack() as locks:
+                for item in batch:
+                    locks.enter_context(self.store.changing(item.change.job.id))
+                self.store.commits.commit([item.change for item in batch])
         except (QueueError, OSError, ValueError) as exc:
             # The jobs stay in processing/; once their locks are released, recovery settles
             # them (finishing the commit if part of it became durable).

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,11 +21,13 @@ from queuectl.config import backoff_policy
 from queuectl.errors import QueueError
 from queuectl.job import Job, JobState, format_time, parse_time, utcnow
 from queuectl.scheduler import Outcome, after_attempt
-from queuectl.storage.store import Change, Claim, ClaimMiss, Prepared, Store
+from queuectl.storage.claims import Claim, ClaimMiss, Prepared
+from queuectl.storage.commit import Change
+from queuectl.storage.registry import Registration, new_worker_id, register
+from queuectl.storage.store import Store
 from queuectl.worker.dispatch import RECOVERY_INTERVAL_SECONDS, Dispatcher, RunnableIndex
 from queuectl.worker.outputs import OutputFiles, OutputPool
 from queuectl.worker.pipeline import CommitQueue
-from queuectl.worker.registry import register
 from queuectl.worker.runner import Execution, finish_command, start_command, unstartable
 from queuectl.worker.spawn import Environment
 
@@ -39,6 +40,9 @@ LOOK_AHEAD_SECONDS: Final = 0.005
 
 CONFIG_RECHECK_SECONDS: Final = 0.5
 """A running worker notices ``config set`` within this long."""
+
+PUBLISH_SPACING_SECONDS: Final = 0.02
+"""``workers/<id>.jobs`` (what runs now) is rewritten at most this often."""
 
 
 def _stderr_log(message: str) -> None:
@@ -62,16 +66,24 @@ class WorkerPool:
     ) -> None:
         self.store = store
         store.config.recheck = CONFIG_RECHECK_SECONDS
+        store.config.on_error = log
+        store.config.warn = log
         self.threads = threads
         self.burst = burst
         self.log = log
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.id = new_worker_id()
+        self.name = self.id
+        self.registration: Registration | None = None
+        self._locked_misses: dict[tuple[JobState, str], int] = {}
         self.index = RunnableIndex()
         self.stopping = threading.Event()
         self.aborting = threading.Event()
         self._guard = threading.Lock()
         self._busy = 0
         self._running: dict[str, Execution] = {}
+        self._running_info: dict[str, dict[str, object]] = {}
+        self._jobs_dirty = False
+        self._jobs_published = 0.0
         self._signals = 0
         base_env = dict(os.environ)
         base_env["QUEUECTL_HOME"] = str(store.home.root)
@@ -79,7 +91,9 @@ class WorkerPool:
             base_env.pop(inherited, None)  # a worker started from inside a job
         self._environment = Environment(base_env)
         self.commits: CommitQueue | None = None
-        self.outputs = OutputPool(store.home.tmp, store.home.logs, spare=2 * threads + 4)
+        self.outputs = OutputPool(
+            store.home.tmp, store.home.logs, spare=2 * threads + 4, owner=store.mark.name
+        )
         self.dispatcher = Dispatcher(
             store,
             self.index,
@@ -89,6 +103,9 @@ class WorkerPool:
             log=log,
             recovery_interval=recovery_interval,
             on_cancel=self._cancel_requested,
+            on_stop=self._stop_requested,
+            own_id=self.id,
+            on_tick=self._publish_jobs,
         )
 
     # ---------------------------------------------------------------- life cycle
@@ -96,7 +113,8 @@ class WorkerPool:
     def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
         _standard_descriptors_open()
-        registration = register(self.store.home.workers, self.threads, self.burst)
+        registration = register(self.store.home.workers, self.threads, self.burst, self.id)
+        self.registration = registration
         self._install_signal_handlers()
         mode = "burst mode" if self.burst else "until stopped"
         self.log(
@@ -122,7 +140,8 @@ class WorkerPool:
         finally:
             self.dispatcher.close()
             self.outputs.discard()
-            self.store.discard_blanks()
+            self.store.commits.discard_blanks()
+            _remove_quietly(self.store.home.stop_requests / self.id)
         if self.dispatcher.error is not None:
             self.log(f"error: {self.dispatcher.error}")
             registration.close()
@@ -157,6 +176,34 @@ class WorkerPool:
         else:
             self.log(f"{name}: stopping now; running jobs go back to the queue")
             self.request_stop(now=True)
+
+    def _stop_requested(self, now: bool) -> None:
+        """A ``stop/<id>`` request (``worker stop`` from anywhere, containers included)."""
+        if self.stopping.is_set() and not now:
+            return
+        self.log("stop requested: " + ("stopping now" if now else "finishing running jobs"))
+        self.request_stop(now=now)
+
+    def _jobs_changed(self) -> None:
+        """The set of running jobs changed: have the dispatcher republish ``<id>.jobs``."""
+        if not self._jobs_dirty:
+            self._jobs_dirty = True
+            self.dispatcher.wake()
+
+    def _publish_jobs(self) -> float | None:
+        """Called by the dispatcher on every wake-up: republish at most every 20 ms, off the
+        threads' path (it is not written on the claim path); returns when to call again."""
+        if not self._jobs_dirty or self.registration is None:
+            return None
+        now = time.monotonic()
+        if now < self._jobs_published + PUBLISH_SPACING_SECONDS:
+            return self._jobs_published + PUBLISH_SPACING_SECONDS
+        self._jobs_dirty = False
+        self._jobs_published = now
+        with self._guard:
+            jobs = list(self._running_info.values())
+        self.registration.publish_jobs(jobs)
+        return None
 
     def _cancel_requested(self, job_id: str) -> None:
         with self._guard:
@@ -227,7 +274,7 @@ class WorkerPool:
         with self._guard:
             self._busy += 1
         try:
-            prepared = self.store.prepare_claim(name, state, utcnow())
+            prepared = self.store.claims.prepare(name, state, utcnow())
         except Exception as exc:  # the running command must still be waited for
             self.log(f"error: {exc}")
             prepared = None
@@ -257,7 +304,7 @@ class WorkerPool:
             if self.stopping.is_set():
                 prepared.release()
             else:
-                claim = self.store.complete_claim(prepared, worker, utcnow())
+                claim = self.store.claims.complete(prepared, worker, utcnow())
                 if not isinstance(claim, ClaimMiss):
                     attempt = self._start_or_put_back(claim)
         except Exception as exc:
@@ -286,12 +333,13 @@ class WorkerPool:
             self.dispatcher.wake()  # maybe the home is drained now
 
     def _claim_and_start(self, worker: str, state: JobState, name: str) -> _Attempt | None:
-        result = self.store.claim(name, state, worker, utcnow())
+        result = self.store.claims.claim(name, state, worker, utcnow())
         if isinstance(result, ClaimMiss):
             self._missed(state, name, result)
             return None
+        self._locked_misses.pop((state, name), None)
         if self.stopping.is_set():
-            self.store.put_back(result)
+            self.store.claims.put_back(result)
             return None
         return self._start_or_put_back(result)
 
@@ -302,14 +350,28 @@ class WorkerPool:
             # Nothing ran (no output files to be had, say): the job goes back unchanged.
             with self._guard:
                 self._running.pop(claim.job.id, None)
-            self.store.put_back(claim)
+                self._running_info.pop(claim.job.id, None)
+            self.store.claims.put_back(claim)
             raise
 
     def _missed(self, state: JobState, name: str, miss: ClaimMiss) -> None:
+        if miss.locked:
+            miss.retry_at = time.time() + self._locked_backoff(state, name)
         if miss.retry_at is not None:
             self.index.add(state, name, miss.retry_at)
         if miss.rejected:
             self.log(f"rejected {miss.reason}")
+
+    def _locked_backoff(self, state: JobState, name: str) -> float:
+        """A job whose run lock is busy is claimed by another thread right now (free within
+        microseconds), or still held by a command of an earlier run (which may take hours):
+        look again after 5 ms, then ever more slowly, up to once a second."""
+        with self._guard:
+            misses = self._locked_misses.get((state, name), 0)
+            self._locked_misses[(state, name)] = misses + 1
+            if len(self._locked_misses) > 100_000:
+                self._locked_misses.clear()
+        return min(1.0, 0.005 * 2**misses)
 
     def _start(self, claim: Claim) -> _Attempt:
         job = claim.job
@@ -343,6 +405,16 @@ class WorkerPool:
         )
         with self._guard:
             self._running[job.id] = execution
+            self._running_info[job.id] = {
+                "id": job.id,
+                "run": job.runs + 1,
+                "attempt": attempt,
+                "started_at": format_time(execution.started_at),
+                "thread": claim.job.worker,
+                "stdout": str(output.stdout_path),
+                "stderr": str(output.stderr_path),
+            }
+        self._jobs_changed()
         if self.aborting.is_set():
             execution.kill()  # a "stop now" that came after the claim: killed once started
         failed = start_command(execution) if unusable is None else unstartable(unusable)
@@ -357,6 +429,8 @@ class WorkerPool:
         finally:
             with self._guard:
                 del self._running[running.claim.job.id]
+                self._running_info.pop(running.claim.job.id, None)
+            self._jobs_changed()
         return running
 
     def _settle(self, finished: _Attempt) -> None:
@@ -385,7 +459,7 @@ class WorkerPool:
         if self.aborting.is_set():
             if kept is not None:
                 self.outputs.place(kept, job.id, job.runs + 1)
-            self.store.put_back(claim, command_ran=True)
+            self.store.claims.put_back(claim)
             self.log(f"put back {job.id}: stopped before it finished")
             return
         policy = backoff_policy(self.store.config.values())
@@ -406,7 +480,9 @@ class WorkerPool:
             elif self.burst and not len(self.index):
                 self.dispatcher.wake()  # the last outcome may have drained the home
 
-        change = Change(updated, updated.state.value, remove=claim.path, recycle=alone)
+        change = Change(
+            updated, updated.state.value, remove=claim.path, recycle=alone, attempt=True
+        )
         self.commits.submit(change, claim, recorded, kept)
 
 
@@ -446,6 +522,13 @@ def _stop_signals_for_this_thread_only() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _remove_quietly(path: os.PathLike[str] | str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _due(next_run_at: str | None) -> float:

@@ -12,6 +12,7 @@ import os
 import select
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +60,11 @@ class Execution:
 
     cancelled: bool = False
     started_at: datetime = field(default_factory=utcnow, repr=False)
+    _stop_at: float = field(default=0.0, repr=False)
+    """When the command was told to stop (SIGTERM): its group's grace runs from here."""
+    _finished: bool = field(default=False, repr=False)
+    """Set once the attempt is over: a late timer or stop must not signal a group whose
+    number may by then belong to someone else."""
 
     def kill(self) -> None:
         with self._guard:
@@ -69,6 +75,7 @@ class Execution:
         """Stop the command for good: its group gets SIGTERM now and SIGKILL after a grace."""
         with self._guard:
             self.cancelled = True
+            self._stop_at = time.monotonic()
             self._signal_group(signal.SIGTERM)
         timer = threading.Timer(KILL_GRACE_SECONDS, self.kill_if_running)
         timer.daemon = True
@@ -99,10 +106,13 @@ class Execution:
         return False
 
     def _signal_group(self, signum: int) -> None:
-        if self._pid and not self._reaped:
+        """Signal the whole group, also after the shell itself was reaped: the kernel does
+        not hand out a pid while a process group of that number still has members, so the
+        group's id stays theirs for as long as any of them lives."""
+        if self._pid and not self._finished:
             try:
                 os.killpg(self._pid, signum)
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):
                 pass
 
 
@@ -141,8 +151,39 @@ def unstartable(reason: str | None, started: datetime | None = None) -> Outcome:
 def finish_command(execution: Execution) -> Outcome:
     """Wait for a started command to exit (enforcing its timeout) and say how it ended."""
     code, timed_out = _wait(execution._pid, execution)
+    if timed_out or execution.cancelled:
+        end_group(execution)
+    with execution._guard:
+        execution._finished = True
     finished = utcnow()
     return _outcome(code, timed_out, execution, execution.started_at, finished)
+
+
+def end_group(execution: Execution, poll: float = 0.02) -> bool:
+    """After a timeout or a cancel, return only once every process of the command's group is
+    gone: a member that ignores SIGTERM gets SIGKILL when the grace is over, even if the
+    shell exited at once, so the attempt is never recorded while part of it still runs.
+    (There is no event for "a process group became empty": this polls, only on this path.)
+    False if something survived even SIGKILL for long (a process stuck in the kernel)."""
+    stop_at = execution._stop_at or time.monotonic()
+    if _group_gone_by(execution._pid, stop_at + KILL_GRACE_SECONDS, poll):
+        return True
+    with execution._guard:
+        execution._signal_group(signal.SIGKILL)
+    return _group_gone_by(execution._pid, time.monotonic() + 10 * KILL_GRACE_SECONDS, poll)
+
+
+def _group_gone_by(pgid: int, deadline: float, poll: float) -> bool:
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
 
 
 def _spawn(execution: Execution) -> int:
@@ -172,6 +213,7 @@ def _wait(pid: int, execution: Execution) -> tuple[int, bool]:
     if execution.timeout <= 0 or _exited_within(pid, execution.timeout):
         return _reap(pid, execution), False
     with execution._guard:
+        execution._stop_at = time.monotonic()
         execution._signal_group(signal.SIGTERM)
     _exited_within(pid, KILL_GRACE_SECONDS)
     code = _reap(pid, execution) if _exited_within(pid, 0) else None

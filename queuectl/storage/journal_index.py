@@ -1,0 +1,139 @@
+"""The journal's index: one short text line per record, so readers scale with the journal.
+
+Every segment ``journal/NNNNNNNN.log`` (and every snapshot ``NNNNNNNN.snap``) has a
+companion ``<name>.idx`` with one tab-separated line per record, in the same order::
+
+    id event offset length generation rev state ts
+        [run outcome started finished waited queue command]
+
+(``id`` is ``-`` for records about no job; the bracketed columns are present only for a
+record that ended an attempt; times are seconds since the epoch). It is written by the
+appender right after the segment's fsync, under the same lock, and never fsynced: it is
+derived data. A reader that finds it shorter than its segment (a writer died between the
+two writes) derives the missing lines from the segment itself; a missing or damaged index
+is rebuilt the same way, so the journal alone stays the source of truth.
+
+What it buys, at 200,000 records: ``stats`` and the metrics read ~20 MB of short lines
+instead of parsing ~200 MB of JSON; ``history ID`` finds a job's records with one substring
+search and reads just those; ``fsck``, ``journal rebuild`` and ``journal compact`` keep one
+small tuple per job instead of every record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+from queuectl.errors import InvalidJob
+from queuectl.job import Job
+from queuectl.storage.events import ATTEMPT_EVENTS, Event, job_index_parts
+from queuectl.storage.records import decode_line
+
+__all__ = [
+    "INDEX_SUFFIX",
+    "Row",
+    "derive_parts",
+    "index_line",
+    "parse_row",
+]
+
+INDEX_SUFFIX: Final = ".idx"
+
+ID, EVENT, OFFSET, LENGTH, GENERATION, REV, STATE, TS = range(8)
+RUN, OUTCOME, STARTED, FINISHED, WAITED, QUEUE, COMMAND = range(8, 15)
+ATTEMPT_COLUMNS: Final = 15
+
+
+class Row(NamedTuple):
+    """One index line, parsed; ``source`` is the segment or snapshot it indexes."""
+
+    id: str
+    event: str
+    offset: int
+    length: int
+    generation: int
+    rev: int
+    state: str
+    ts: float | None
+    source: Path
+
+
+def index_line(head: str, offset: int, length: int, tail: str) -> bytes:
+    return f"{head}\t{offset}\t{length}\t{tail}\n".encode("utf-8", "backslashreplace")
+
+
+def parse_row(fields: list[str], source: Path) -> Row | None:
+    """A ``Row`` from split fields; None for a line that is not one (damage)."""
+    try:
+        return Row(
+            fields[ID],
+            fields[EVENT],
+            int(fields[OFFSET]),
+            int(fields[LENGTH]),
+            int(fields[GENERATION]),
+            int(fields[REV]),
+            fields[STATE],
+            float(fields[TS]) if fields[TS] else None,
+            source,
+        )
+    except (IndexError, ValueError):
+        return None
+
+
+def number(text: str) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def derive_parts(record: dict[str, Any]) -> tuple[str, str]:
+    """(head, tail) of the index line of a record read back from a segment: the same line
+    the appender wrote from the job object (``events.job_index_parts``)."""
+    event = str(record.get("event", ""))
+    stamp = record.get("ts") if isinstance(record.get("ts"), str) else ""
+    data = record.get("job")
+    if isinstance(data, dict):
+        try:
+            job = Job.from_dict(data)
+        except InvalidJob:
+            job = None
+        if job is not None:
+            return job_index_parts(event, job, str(stamp), _ended_an_attempt(record, job))
+        raw_id = data.get("id")
+        if isinstance(raw_id, str) and raw_id and "\t" not in raw_id and "\n" not in raw_id:
+            return f"{raw_id}\t{event}", "0\t0\t\t"
+    return f"-\t{event}", "0\t0\t\t"
+
+
+def _ended_an_attempt(record: dict[str, Any], job: Job) -> bool:
+    """Records written since the index exist say so (``"attempt": true``); for older ones
+    the event tells, as far as it can."""
+    if "attempt" in record:
+        return record["attempt"] is True
+    if record.get("event") == Event.CANCELLED:
+        return job.last_error == "cancelled while running"
+    return record.get("event") in ATTEMPT_EVENTS
+
+
+def lines_of(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) of each complete line of a segment's bytes (a torn end is left out)."""
+    offset = 0
+    while True:
+        end = data.find(b"\n", offset)
+        if end < 0:
+            return
+        yield offset, data[offset : end + 1]
+        offset = end + 1
+
+
+def derived_lines(data: bytes, start: int) -> Iterator[bytes]:
+    """Index lines for the valid records of segment bytes ``data`` read from ``start``;
+    stops at the first damaged line (a torn tail, or damage that fsck reports)."""
+    for relative, line in lines_of(data):
+        record = decode_line(line)
+        if record is None:
+            return
+        head, tail = derive_parts(record)
+        yield index_line(head, start + relative, len(line), tail)

@@ -1,0 +1,224 @@
+"""Kernel locks that follow a job rather than a file: bytes of one lock file.
+
+Every job id, queue slot, GPU place, unique key and process mark maps to one byte of
+``locks/claims.lock``. Holding it means holding an open-file-description (OFD) write lock on
+that byte (``fcntl(F_OFD_SETLK)``). Such a lock belongs to the open file description, not to
+a process or to the job file's inode, which is what the job needs:
+
+- a worker takes a job's lock *before* it claims the job file, and the command inherits the
+  descriptor as fd 3, so the lock is held while the worker **or** the command (or anything
+  the command started that kept fd 3) lives, whatever happens to the worker;
+- every state change writes a new job file (a new inode), but the lock stays where it is:
+  a retry, a DLQ retry, a restart or an edit of a job whose earlier run left a child behind
+  finds the job still locked and waits, so no two runs of one job ever overlap;
+- the kernel drops the lock when the last descriptor closes, SIGKILL included, and nothing
+  is ever created or deleted per job (creating a file costs up to a millisecond here).
+
+The same descriptor can hold several bytes at once (a job, its queue slot, its GPU places):
+they are inherited, and released, together. Distinct descriptors conflict even inside one
+process, so threads of one worker exclude each other exactly as processes do.
+
+A byte is a 61-bit hash of the name: two names that collide only make each other wait
+(never run together), with odds of about one in 10^12 for a million live jobs.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import secrets
+import struct
+import threading
+from pathlib import Path
+from typing import Final
+
+from queuectl.errors import StorageError
+
+__all__ = [
+    "LOCK_FILE_NAME",
+    "Holder",
+    "LockFile",
+    "ProcessMark",
+    "change_offset",
+    "gpu_offset",
+    "job_offset",
+    "leader_offset",
+    "slot_offset",
+    "unique_offset",
+]
+
+LOCK_FILE_NAME: Final = "claims.lock"
+
+_FLOCK: Final = struct.Struct("@hhqqi")
+_PAD: Final = b"\0" * 4  # struct flock is 32 bytes on 64-bit Linux; the kernel reads them all
+
+# Regions of the lock file, by purpose (offsets must stay below 2**63).
+_JOB_BASE: Final = 1 << 62
+_UNIQUE_BASE: Final = 1 << 61
+_CHANGE_BASE: Final = 1 << 60
+_SLOT_BASE: Final = 1 << 56
+_GPU_BASE: Final = 1 << 52
+_MARK_BASE: Final = 1 << 48
+LEADER_BYTE: Final = 1
+
+
+def _hash(text: str, bits: int) -> int:
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & ((1 << bits) - 1)
+
+
+def job_offset(job_id: str) -> int:
+    return _JOB_BASE + _hash(job_id, 61)
+
+
+def change_offset(job_id: str) -> int:
+    """A job's change lock: held (never inherited) only while its files are being moved."""
+    return _CHANGE_BASE + _hash(job_id, 59)
+
+
+def unique_offset(key: str) -> int:
+    return _UNIQUE_BASE + _hash(key, 60)
+
+
+def slot_offset(queue: str, slot: int) -> int:
+    """Slot ``slot`` (0-65535) of a queue's parallel limit."""
+    return _SLOT_BASE + (_hash(queue, 40) << 16) + slot
+
+
+def gpu_offset(device: str, place: int) -> int:
+    """Place ``place`` (0-65535) of a GPU device (``gpu-jobs-per-device`` places each)."""
+    return _GPU_BASE + (_hash(device, 32) << 16) + place
+
+
+def leader_offset() -> int:
+    """The byte a worker holds while it leads (runs schedules and hooks)."""
+    return LEADER_BYTE
+
+
+def _request(kind: int, offset: int) -> bytes:
+    return _FLOCK.pack(kind, os.SEEK_SET, offset, 1, 0) + _PAD
+
+
+class LockFile:
+    """``locks/claims.lock`` of one home; ``holder()`` opens a new description on it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._probe: int | None = None
+        self._guard = threading.Lock()
+
+    def holder(self) -> Holder:
+        return Holder(self._open())
+
+    def _open(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            return os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot open the lock file {self.path}: {exc.strerror}") from exc
+
+    def is_held(self, offset: int) -> bool:
+        """Whether any description holds the byte (asked through one that never holds any)."""
+        with self._guard:
+            if self._probe is None:
+                self._probe = self._open()
+            probe = self._probe
+        answer = fcntl.fcntl(probe, fcntl.F_OFD_GETLK, _request(fcntl.F_WRLCK, offset))
+        return bool(_FLOCK.unpack(answer[: _FLOCK.size])[0] != fcntl.F_UNLCK)
+
+    def close(self) -> None:
+        with self._guard:
+            if self._probe is not None:
+                os.close(self._probe)
+                self._probe = None
+
+
+class Holder:
+    """One open file description on the lock file and the bytes it holds.
+
+    Hand ``fd`` to a command (as fd 3) to let it keep every byte held here; ``close`` lets
+    go of this process's copy (the bytes stay held while a command still has one)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.held: set[int] = set()
+
+    def take(self, offset: int) -> bool:
+        """Take the byte without waiting; False when another description holds it."""
+        try:
+            fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _request(fcntl.F_WRLCK, offset))
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        self.held.add(offset)
+        return True
+
+    def wait(self, offset: int) -> None:
+        """Take the byte, waiting as long as it takes (only for short-lived holders)."""
+        fcntl.fcntl(self.fd, fcntl.F_OFD_SETLKW, _request(fcntl.F_WRLCK, offset))
+        self.held.add(offset)
+
+    def drop(self, offset: int) -> None:
+        fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _request(fcntl.F_UNLCK, offset))
+        self.held.discard(offset)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self.held.clear()
+
+    @property
+    def open(self) -> bool:
+        return self.fd >= 0
+
+
+class ProcessMark:
+    """A byte this process holds for its whole life, named in the tmp files it writes.
+
+    ``fsck`` removes a tmp file only when its writer is gone, and tells that by whether the
+    byte named in the file's name is still held: no pid (which another PID namespace, a
+    container, would not see, and which can be recycled) and no age (a running command's
+    output can be hours old)."""
+
+    def __init__(self, locks: LockFile) -> None:
+        self._locks = locks
+        self._guard = threading.Lock()
+        self._name: str | None = None
+        self._holder: Holder | None = None
+
+    @property
+    def name(self) -> str:
+        """16 hex digits; the byte is taken the first time a name is needed."""
+        with self._guard:
+            if self._name is None:
+                for _ in range(8):
+                    token = secrets.randbits(47)
+                    holder = self._locks.holder()
+                    if holder.take(_MARK_BASE + token):
+                        self._holder, self._name = holder, f"{token:016x}"
+                        break
+                    holder.close()
+                else:
+                    raise StorageError("cannot take a process mark in the lock file")
+            return self._name
+
+    def close(self) -> None:
+        with self._guard:
+            if self._holder is not None:
+                self._holder.close()
+            self._holder, self._name = None, None
+
+
+def mark_is_live(locks: LockFile, name: str) -> bool | None:
+    """Whether the writer named by a tmp file's mark still runs; None if not a mark."""
+    if len(name) != 16:
+        return None
+    try:
+        token = int(name, 16)
+    except ValueError:
+        return None
+    return locks.is_held(_MARK_BASE + token)
