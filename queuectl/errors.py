@@ -5,6 +5,8 @@ Domain code raises these and never prints; ``cli.main`` turns them into one line
 
 from __future__ import annotations
 
+import os
+import traceback
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,6 +19,7 @@ __all__ = [
     "QueueError",
     "StorageError",
     "UsageError",
+    "describe",
 ]
 
 
@@ -59,3 +62,12 @@ class JournalCorrupt(QueueError):
         super().__init__(message)
         self.path = path
         self.offset = offset
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a log, plus the traceback when ``QUEUECTL_DEBUG`` is set: a worker's
+    catch-all must say what happened, and a developer must be able to see where."""
+    text = str(exc) or type(exc).__name__
+    if os.environ.get("QUEUECTL_DEBUG"):
+        text += "\n" + "".join(traceback.format_exception(exc)).rstrip()
+    return text

@@ -21,6 +21,7 @@ from queuectl.errors import InvalidJob
 
 __all__ = [
     "ACCEPTED_FIELDS",
+    "FINISHED_STATES",
     "ID_PATTERN",
     "MAX_COMMAND_BYTES",
     "Job",
@@ -46,6 +47,9 @@ class JobState(StrEnum):
     DEAD = "dead"
     CANCELLED = "cancelled"
 
+
+FINISHED_STATES: Final = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
+"""States a job reaches only when it will not run again by itself."""
 
 ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """Safe ids: no slash, no leading dot, so ``<folder>/<id>.json`` never leaves its folder."""

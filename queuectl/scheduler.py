@@ -10,7 +10,14 @@ from typing import Final
 
 from queuectl.job import HISTORY_LIMIT, Job, JobState, format_time, parse_time
 
-__all__ = ["MAX_BACKOFF_SECONDS", "Outcome", "OutcomeKind", "after_attempt", "backoff_seconds"]
+__all__ = [
+    "MAX_BACKOFF_SECONDS",
+    "Outcome",
+    "OutcomeKind",
+    "after_attempt",
+    "backoff_seconds",
+    "worker_lost",
+]
 
 MAX_BACKOFF_SECONDS: Final = 10 * 365 * 86400.0
 """``base ** attempts`` overflows quickly; delays are capped at ten years so they stay dates."""
@@ -132,6 +139,15 @@ def after_attempt(
     return _copy(
         job, state=JobState.FAILED, last_error=error, next_run_at=due, queued_at=due, **common
     )
+
+
+def worker_lost(job: Job, backoff: Backoff, now: datetime, found_by: str = "") -> Job:
+    """The job after a run whose worker died (found by recovery or fsck): the run counts
+    (it may have done its work) and the job goes back to pending, or dead after its last
+    retry."""
+    error = "worker lost while running it" + (f" (found by {found_by})" if found_by else "")
+    outcome = Outcome(OutcomeKind.WORKER_LOST, error=error)
+    return after_attempt(replace(job, worker=None), outcome, backoff_base=backoff, now=now)
 
 
 def _history_entry(

@@ -11,35 +11,31 @@ and the comparison with the folders keeps one small tuple per job (``rebuild.win
 
 from __future__ import annotations
 
-import fcntl
 import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Final
 
 from queuectl.admin.rebuild import existing_job_files, winners, winning_job
 from queuectl.config import backoff_policy
 from queuectl.errors import InvalidJob, JournalCorrupt, QueueError
 from queuectl.job import Job, JobState, utcnow
-from queuectl.scheduler import Outcome, OutcomeKind, after_attempt
+from queuectl.scheduler import worker_lost
+from queuectl.storage import tmpfiles
 from queuectl.storage.commit import Change
 from queuectl.storage.events import Event, job_entry
 from queuectl.storage.home import AUX_DIRS, STATE_DIRS
 from queuectl.storage.jobfile import is_job_name, read_job
 from queuectl.storage.journal import check, index_path
 from queuectl.storage.journal_index import derived_lines
-from queuectl.storage.locks import mark_is_live
 from queuectl.storage.records import decode_line
 from queuectl.storage.registry import live_workers
 from queuectl.storage.replay import Winner
 from queuectl.storage.store import Store
 
 __all__ = ["Finding", "fsck"]
-
-LEGACY_TMP_SECONDS: Final = 3600.0
 
 
 @dataclass
@@ -180,13 +176,8 @@ def _cut_damage(store: Store, path: Path, offset: int) -> str:
     The damaged bytes are kept in ``<segment>.damaged`` for inspection; job files that are
     newer than what the journal now says are then re-journaled by the comparison check.
     """
-    dropped = store.journal.rewrite_segment(path, lambda line: decode_line(line) is not None)
-    aside = path.with_name(path.name + ".damaged")
-    with open(aside, "ab") as handle:
-        handle.writelines(dropped)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return f"moved {len(dropped)} damaged line(s) from {path} (first at byte {offset}) to {aside}"
+    dropped, aside = store.journal.cut_damage(path, lambda line: decode_line(line) is not None)
+    return f"moved {dropped} damaged line(s) from {path} (first at byte {offset}) to {aside}"
 
 
 def _check_index(store: Store) -> list[Finding]:
@@ -224,81 +215,15 @@ def _check_index(store: Store) -> list[Finding]:
 
 
 def _check_tmp(store: Store) -> list[Finding]:
-    """A tmp file is stale only when its writer is gone: the writer's process mark (named
-    in the file name) is no longer held, and, for a running attempt's output, no command
-    holds the file. Never by age alone: a running command's output can be hours old."""
-    out = []
-    for entry in os.scandir(store.home.tmp):
-        path = Path(entry.path)
-        if _tmp_in_use(store, path):
-            continue
-        out.append(Finding("stale-tmp", f"leftover temporary file {path}", _unlink_tmp(path)))
-    return out
+    """Leftovers whose writer is gone (``storage.tmpfiles``: never by age alone)."""
+    return [
+        Finding("stale-tmp", f"leftover temporary file {path}", partial(_remove_tmp, path))
+        for path in tmpfiles.stale(store.home.tmp, store.locks)
+    ]
 
 
-def _tmp_in_use(store: Store, path: Path) -> bool:
-    name = path.name
-    if name.startswith("output.") and _flocked_by_someone(path):
-        return True  # a running command (maybe of a dead worker) still writes it
-    owner = _owner_of(name)
-    if owner is None:
-        return False
-    live = mark_is_live(store.locks, owner)
-    if live is not None:
-        return live
-    if owner.isdigit():  # written by an older version: named by pid
-        return _legacy_alive(int(owner), path)
-    return False
-
-
-def _owner_of(name: str) -> str | None:
-    """The writer's mark in ``<stem>.<mark>.<n>.tmp``, ``.blank.<mark>.<n>.tmp`` or
-    ``output.<mark>.<n>.tmp.out|.err``."""
-    parts = name.split(".")
-    if "tmp" not in parts:
-        return None
-    at = len(parts) - 1 - parts[::-1].index("tmp")
-    return parts[at - 2] if at >= 2 else None
-
-
-def _flocked_by_someone(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def _legacy_alive(pid: int, path: Path) -> bool:
-    import time
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return time.time() - path.lstat().st_mtime < LEGACY_TMP_SECONDS
-    except OSError:
-        return False
-
-
-def _unlink_tmp(path: Path) -> Callable[[], str]:
-    def fix() -> str:
-        try:
-            os.unlink(path)  # not a job file: an abandoned write or output
-        except FileNotFoundError:
-            return "already gone"
-        return f"removed {path}"
-
-    return fix
+def _remove_tmp(path: Path) -> str:
+    return f"removed {path}" if tmpfiles.remove(path) else "already gone"
 
 
 # ------------------------------------------------------------------------ bad files
@@ -358,10 +283,7 @@ def _check_orphans(store: Store) -> list[Finding]:
 
 def _recover(store: Store, name: str) -> str:
     def lost(job: Job) -> Job:
-        outcome = Outcome(OutcomeKind.WORKER_LOST, error="worker lost (found by fsck)")
-        return after_attempt(
-            job, outcome, backoff_base=backoff_policy(store.config.values()), now=utcnow()
-        )
+        return worker_lost(job, backoff_policy(store.config.values()), utcnow(), "fsck")
 
     return store.recovery.recover_orphan(name, lost) or "no longer orphaned"
 

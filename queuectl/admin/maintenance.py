@@ -29,9 +29,7 @@ from queuectl.storage.journal_index import EVENT, ID, LENGTH, OFFSET, TS
 from queuectl.storage.replay import Replay, Winner
 from queuectl.storage.store import Store
 
-__all__ = ["FINISHED", "CompactReport", "cleanup", "compact", "purge"]
-
-FINISHED = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+__all__ = ["CompactReport", "cleanup", "compact", "purge"]
 
 
 def cleanup(

@@ -16,6 +16,7 @@ import click
 
 from queuectl import __version__
 from queuectl.errors import QueueError, UsageError
+from queuectl.text import clip
 
 if TYPE_CHECKING:
     from queuectl.job import Job
@@ -306,42 +307,72 @@ def status(ctx: Context, as_json: bool) -> None:
 def list_jobs(ctx: Context, state: str | None, limit: int, as_json: bool) -> None:
     """List jobs, oldest first within each state."""
     jobs = _collect(ctx.store, [state] if state else list(STATES), limit)
-    _print_jobs(jobs, as_json)
+    _print_jobs(ctx.store, jobs, as_json)
 
 
 def _collect(store: Store, states: list[str], limit: int) -> list[Job]:
+    """Valid jobs of the folders; files that are not valid jobs are skipped (never moved)
+    and named on stderr, so a script reading stdout still gets a clean list."""
     from queuectl.job import JobState
+    from queuectl.storage.folders import Skipped
 
     jobs: list[Job] = []
+    skipped: list[Skipped] = []
     for name in states:
         remaining = limit - len(jobs) if limit else None
         if remaining == 0:
             break
-        jobs.extend(store.folders.jobs(JobState(name), limit=remaining))
+        jobs.extend(store.folders.jobs(JobState(name), limit=remaining, skipped=skipped))
+    for bad in skipped[:10]:
+        _warn(f"skipped {bad.path.parent.name}/{bad.path.name}: {bad.reason}")
+    if len(skipped) > 10:
+        _warn(f"skipped {len(skipped) - 10} more file(s) that are not valid jobs (queuectl fsck)")
     return jobs
 
 
-def _print_jobs(jobs: list[Job], as_json: bool) -> None:
+def _print_jobs(store: Store, jobs: list[Job], as_json: bool) -> None:
+    running = _running_map(store, jobs)
     if as_json:
-        _print_json([j.to_dict() for j in jobs])
+        _print_json(
+            [
+                {**j.to_dict(), **({"running": running[j.id]} if j.id in running else {})}
+                for j in jobs
+            ]
+        )
         return
     if not jobs:
         click.echo("no jobs")
         return
     from tabulate import tabulate
 
-    rows = [
-        [
-            j.id,
-            j.state.value,
-            f"{j.attempts}/{j.max_retries + 1}",
-            j.updated_at,
-            _clip(j.command, 40),
-            _clip(j.last_error or "", 40),
-        ]
-        for j in jobs
-    ]
-    click.echo(tabulate(rows, headers=["id", "state", "runs", "updated", "command", "last error"]))
+    rows = []
+    for j in jobs:
+        run = running.get(j.id)
+        when = f"started {run.get('started_at')}" if run else j.updated_at
+        where = ((run.get("worker") or {}).get("id") or "(starting)") if run else ""
+        rows.append(
+            [
+                j.id,
+                j.state.value,
+                f"{j.attempts}/{j.max_retries + 1}",
+                when,
+                *([where] if running else []),
+                clip(j.command, 40),
+                clip(j.last_error or "", 40),
+            ]
+        )
+    headers = ["id", "state", "runs", "updated", *(["worker"] if running else [])]
+    click.echo(tabulate(rows, headers=[*headers, "command", "last error"]))
+
+
+def _running_map(store: Store, jobs: list[Job]) -> dict[str, dict[str, Any]]:
+    from queuectl.storage.registry import running_jobs
+
+    busy = [j for j in jobs if j.state.value == "processing"]
+    if not busy:
+        return {}
+    listed = running_jobs(store.home.workers)
+    return {j.id: _running_info(store, j, listed) for j in busy}
 
 
 @cli.command()
@@ -388,7 +419,7 @@ def dlq() -> None:
 @pass_context
 def dlq_list(ctx: Context, as_json: bool) -> None:
     """List dead jobs, oldest first."""
-    _print_jobs(_collect(ctx.store, ["dead"], 0), as_json)
+    _print_jobs(ctx.store, _collect(ctx.store, ["dead"], 0), as_json)
 
 
 @dlq.command("retry")
@@ -848,7 +879,7 @@ def _attempts_table(runs: list[dict[str, Any]]) -> str:
             run.get("started_at"),
             run.get("duration"),
             run.get("worker"),
-            _clip(run.get("error") or "", 40),
+            clip(run.get("error") or "", 40),
         ]
         for run in runs
     ]
@@ -859,14 +890,16 @@ def _attempts_table(runs: list[dict[str, Any]]) -> str:
 # -------------------------------------------------------------------- helpers
 
 
-def _running_info(store: Store, job: Job) -> dict[str, Any]:
+def _running_info(
+    store: Store, job: Job, listed: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """When and where a job in processing/ runs, from its worker's ``<id>.jobs`` (no /proc:
     it works from another container); a job claimed this instant is not listed yet, and
     then the claim's time is taken from the file (the rename that claimed it)."""
     from queuectl.job import format_time
     from queuectl.storage.registry import running_jobs
 
-    entry = running_jobs(store.home.workers).get(job.id)
+    entry = (listed if listed is not None else running_jobs(store.home.workers)).get(job.id)
     if entry is not None:
         return {
             "started_at": entry.get("started_at"),
@@ -885,11 +918,6 @@ def _running_info(store: Store, job: Job) -> dict[str, Any]:
 
 def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
-
-
-def _clip(text: str, width: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _warn(message: str) -> None:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from queuectl.observe.waiting import FINISHED
+from queuectl.job import FINISHED_STATES
 from queuectl.storage.registry import running_jobs
 from queuectl.storage.store import Store
 
@@ -63,7 +63,7 @@ def follow(store: Store, job_id: str, write: Callable[[bytes], None], poll: floa
         for key, path in live_outputs(store, job_id):
             if key not in done_attempts:
                 _print_new(path, printed, write, key=key)
-        if found is None or found[0] in FINISHED:
+        if found is None or found[0] in FINISHED_STATES:
             return
         time.sleep(poll)
 

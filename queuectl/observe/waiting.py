@@ -11,12 +11,10 @@ from collections.abc import Callable
 from typing import Final
 
 from queuectl.errors import NotFound, QueueError
-from queuectl.job import JobState
+from queuectl.job import FINISHED_STATES, JobState
 from queuectl.storage.store import Store
 
-__all__ = ["FINISHED", "WaitTimeout", "wait_for"]
-
-FINISHED: Final = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+__all__ = ["WaitTimeout", "wait_for"]
 
 WAIT_POLL_SECONDS: Final = 0.1
 
@@ -44,7 +42,7 @@ def wait_for(
             if job_id in done:
                 continue
             found = store.folders.locate(job_id)
-            if found is not None and found[0] in FINISHED:
+            if found is not None and found[0] in FINISHED_STATES:
                 done[job_id] = found[0]
                 if progress:
                     progress(1)

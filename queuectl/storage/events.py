@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from queuectl.job import Job, object_text, parse_time
 from queuectl.storage.records import frame_payload
+from queuectl.text import flat
 
 __all__ = [
     "ATTEMPT_EVENTS",
@@ -122,7 +123,7 @@ def job_index_parts(event: str, job: Job, stamp: str, attempt: bool) -> tuple[st
             _epoch(job.finished_at or stamp),
             f"{waited:.3f}" if isinstance(waited, int | float) else "",
             str(job.extra.get("queue") or getattr(job, "queue", "default")),
-            " ".join(job.command.split())[:60],
+            flat(job.command)[:60],
         ]
     )
 

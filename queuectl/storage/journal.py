@@ -451,6 +451,20 @@ class Journal:
             self.close()  # our descriptors may point at the replaced files
         return dropped
 
+    def cut_damage(self, path: Path, valid: Callable[[bytes], bool]) -> tuple[int, Path]:
+        """Move the lines ``valid`` refuses out of a segment into ``<segment>.damaged``
+        (kept for inspection); returns (how many, that file)."""
+        dropped = self.rewrite_segment(path, valid)
+        aside = path.with_name(path.name + ".damaged")
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(aside, flags, FILE_MODE)
+        try:
+            os.write(fd, b"".join(dropped))
+            fsync_fd(fd, aside)
+        finally:
+            os.close(fd)
+        return len(dropped), aside
+
     def truncate_segment(self, path: Path, size: int) -> None:
         """Cut a torn last record off (fsck, under the journal lock)."""
         os.truncate(path, size)

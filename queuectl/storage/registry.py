@@ -218,27 +218,27 @@ def _remove_stale(path: Path) -> None:
         os.close(fd)
 
 
-def request_stop(stop_dir: Path, info: dict[str, Any], now: bool = False) -> bool:
-    """Ask one worker to stop: a request file it watches, and SIGTERM when its pid is ours
-    to signal (same PID namespace). True if a signal was sent as well."""
-    worker_id = str(info.get("id", ""))
-    if worker_id and not worker_id.startswith("."):
-        path = stop_dir / worker_id
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(path, flags, FILE_MODE)
-        try:
-            os.write(fd, (STOP_NOW if now else "finish").encode())
-        finally:
-            os.close(fd)
+def request_stop(stop_dir: Path, info: dict[str, Any], now: bool = False) -> str:
+    """Ask one worker to stop: SIGTERM when its pid is ours to signal (same host and PID
+    namespace), else a ``stop/<id>`` request file it watches (another container, another
+    PID namespace; ``now`` asks for an immediate stop). Returns "signal" or "request"."""
     pid = info.get("pid")
     ours = info.get("pid_namespace", pid_namespace()) == pid_namespace()
     if isinstance(pid, int) and ours and info.get("host") in (None, socket.gethostname()):
         try:
             os.kill(pid, signal.SIGTERM)
-            return True
+            return "signal"
         except (ProcessLookupError, PermissionError):
-            return False
-    return False
+            pass
+    worker_id = str(info.get("id", ""))
+    if worker_id and not worker_id.startswith(".") and "/" not in worker_id:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(stop_dir / worker_id, flags, FILE_MODE)
+        try:
+            os.write(fd, (STOP_NOW if now else "finish").encode())
+        finally:
+            os.close(fd)
+    return "request"
 
 
 def wait_for_exit(directory: Path, worker_id: str, timeout: float | None) -> bool:

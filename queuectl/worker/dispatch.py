@@ -21,13 +21,12 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
 from queuectl.config import backoff_policy
 from queuectl.job import Job, JobState, parse_time, utcnow
-from queuectl.scheduler import Outcome, OutcomeKind, after_attempt, queue_key
+from queuectl.scheduler import queue_key, worker_lost
 from queuectl.storage.durable import read_regular
 from queuectl.storage.jobfile import MAX_JOB_FILE_BYTES, is_job_name
 from queuectl.storage.store import Store
@@ -387,13 +386,7 @@ class Dispatcher(threading.Thread):
                 self.index.add(JobState.PENDING, name, time.time())
 
     def _lost(self, job: Job) -> Job:
-        outcome = Outcome(OutcomeKind.WORKER_LOST, error="worker lost while running it")
-        return after_attempt(
-            replace(job, worker=None),
-            outcome,
-            backoff_base=backoff_policy(self.store.config.values()),
-            now=utcnow(),
-        )
+        return worker_lost(job, backoff_policy(self.store.config.values()), utcnow())
 
     def _drained(self) -> bool:
         if self._scan is not None or len(self.index) or not self.is_idle():

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from queuectl.errors import QueueError
+from queuectl.errors import QueueError, describe
 from queuectl.storage.claims import Claim
 from queuectl.storage.commit import Change
 from queuectl.storage.store import Store
@@ -105,7 +105,7 @@ class CommitQueue:
                 # outcome uncommitted and, once MAX_QUEUED are waiting, every worker thread
                 # blocked in submit(), a worker no signal could stop. Locks still held are
                 # let go, so recovery settles those jobs.
-                self.log(f"error: committer: {exc}")
+                self.log(f"error: committer: {describe(exc)}")
                 for item in batch:
                     item.claim.release()
 
@@ -136,7 +136,7 @@ class CommitQueue:
         except (QueueError, OSError, ValueError) as exc:
             # The jobs stay in processing/; once their locks are released, recovery settles
             # them (finishing the commit if part of it became durable).
-            self.log(f"error: could not record {len(batch)} outcome(s): {exc}")
+            self.log(f"error: could not record {len(batch)} outcome(s): {describe(exc)}")
             for item in batch:
                 item.claim.release()
             return

@@ -18,13 +18,14 @@ from types import FrameType
 from typing import Final
 
 from queuectl.config import backoff_policy
-from queuectl.errors import QueueError
+from queuectl.errors import QueueError, describe
 from queuectl.job import Job, JobState, format_time, parse_time, utcnow
 from queuectl.scheduler import Outcome, after_attempt
 from queuectl.storage.claims import Claim, ClaimMiss, Prepared
 from queuectl.storage.commit import Change
 from queuectl.storage.registry import Registration, new_worker_id, register
 from queuectl.storage.store import Store
+from queuectl.text import clip
 from queuectl.worker.dispatch import RECOVERY_INTERVAL_SECONDS, Dispatcher, RunnableIndex
 from queuectl.worker.outputs import OutputFiles, OutputPool
 from queuectl.worker.pipeline import CommitQueue
@@ -40,6 +41,10 @@ LOOK_AHEAD_SECONDS: Final = 0.005
 
 CONFIG_RECHECK_SECONDS: Final = 0.5
 """A running worker notices ``config set`` within this long."""
+
+STUCK_SECONDS: Final = 10.0
+"""A burst worker whose claims have all failed for this long exits 1 instead of retrying
+forever (a folder it may not write)."""
 
 PUBLISH_SPACING_SECONDS: Final = 0.02
 """``workers/<id>.jobs`` (what runs now) is rewritten at most this often."""
@@ -75,6 +80,11 @@ class WorkerPool:
         self.name = self.id
         self.registration: Registration | None = None
         self._locked_misses: dict[tuple[JobState, str], int] = {}
+        self._claim_failures: dict[tuple[JobState, str], int] = {}
+        self._failing_since: float | None = None
+        self._reported_errors: set[str] = set()
+        self.failed = False
+        """Set when a burst worker gave up: the process exits 1."""
         self.index = RunnableIndex()
         self.stopping = threading.Event()
         self.aborting = threading.Event()
@@ -142,8 +152,9 @@ class WorkerPool:
             self.outputs.discard()
             self.store.commits.discard_blanks()
             _remove_quietly(self.store.home.stop_requests / self.id)
-        if self.dispatcher.error is not None:
-            self.log(f"error: {self.dispatcher.error}")
+        if self.dispatcher.error is not None or self.failed:
+            if self.dispatcher.error is not None:
+                self.log(f"error: {describe(self.dispatcher.error)}")
             registration.close()
             return 1
         self.log("worker stopped")
@@ -271,12 +282,11 @@ class WorkerPool:
         if entry is None:
             return None
         state, name, due, priority = entry
-        with self._guard:
-            self._busy += 1
+        self._busy_with_one()
         try:
             prepared = self.store.claims.prepare(name, state, utcnow())
         except Exception as exc:  # the running command must still be waited for
-            self.log(f"error: {exc}")
+            self.log(f"error: {describe(exc)}")
             prepared = None
             self.index.add(state, name, time.time() + 1.0, priority)
         if isinstance(prepared, ClaimMiss):
@@ -294,7 +304,7 @@ class WorkerPool:
         try:
             return running.execution.exited_within(LOOK_AHEAD_SECONDS)
         except Exception as exc:  # never leave the prepared job locked over this
-            self.log(f"error: {exc}")
+            self.log(f"error: {describe(exc)}")
             return False
 
     def _begin_prepared(self, worker: str, prepared: Prepared) -> _Attempt | None:
@@ -306,25 +316,31 @@ class WorkerPool:
             else:
                 claim = self.store.claims.complete(prepared, worker, utcnow())
                 if not isinstance(claim, ClaimMiss):
+                    self._made_progress(prepared.origin, f"{claim.job.id}.json")
                     attempt = self._start_or_put_back(claim)
         except Exception as exc:
             prepared.release()
-            self.log(f"error: {exc}")
+            self._claim_failed(prepared.origin, f"{prepared.job.id}.json", exc)
         if attempt is None:
             self._done_with_one()
         return attempt
 
     def _begin(self, worker: str, state: JobState, name: str) -> _Attempt | None:
-        with self._guard:
-            self._busy += 1
+        self._busy_with_one()
         try:
             attempt = self._claim_and_start(worker, state, name)
         except Exception as exc:  # one job's trouble must not end the thread
-            self.log(f"error: {exc}")
+            self._claim_failed(state, name, exc)
             attempt = None
         if attempt is None:
             self._done_with_one()
         return attempt
+
+    def _busy_with_one(self) -> None:
+        """A thread took a job in hand (claiming, running or settling it); ``_done_with_one``
+        when it let go. Burst mode's "drained" needs no job in hand anywhere."""
+        with self._guard:
+            self._busy += 1
 
     def _done_with_one(self) -> None:
         with self._guard:
@@ -337,7 +353,7 @@ class WorkerPool:
         if isinstance(result, ClaimMiss):
             self._missed(state, name, result)
             return None
-        self._locked_misses.pop((state, name), None)
+        self._made_progress(state, name)
         if self.stopping.is_set():
             self.store.claims.put_back(result)
             return None
@@ -361,6 +377,34 @@ class WorkerPool:
             self.index.add(state, name, miss.retry_at)
         if miss.rejected:
             self.log(f"rejected {miss.reason}")
+
+    def _claim_failed(self, state: JobState, name: str, exc: Exception) -> None:
+        """A claim that raised (a folder we may not write, a full disk): try the job again
+        later, ever more slowly, and say so once per error rather than once per try. A burst
+        worker that has made no progress for ``STUCK_SECONDS`` gives up with exit 1."""
+        message = f"error: cannot claim {name}: {describe(exc)}"
+        now = time.monotonic()
+        with self._guard:
+            failures = self._claim_failures.get((state, name), 0)
+            self._claim_failures[(state, name)] = failures + 1
+            if self._failing_since is None:
+                self._failing_since = now
+            stuck = now - self._failing_since
+            repeated = message in self._reported_errors
+            self._reported_errors.add(message)
+        if not repeated:
+            self.log(message)
+        self.index.add(state, name, time.time() + min(30.0, 0.5 * 2**failures))
+        if self.burst and stuck >= STUCK_SECONDS and not self.stopping.is_set():
+            self.log(f"burst: no progress for {stuck:.0f}s ({exc}); giving up")
+            self.failed = True
+            self.request_stop(now=False)
+
+    def _made_progress(self, state: JobState, name: str) -> None:
+        with self._guard:
+            self._failing_since = None
+            self._claim_failures.pop((state, name), None)
+            self._locked_misses.pop((state, name), None)
 
     def _locked_backoff(self, state: JobState, name: str) -> float:
         """A job whose run lock is busy is claimed by another thread right now (free within
@@ -419,7 +463,7 @@ class WorkerPool:
             execution.kill()  # a "stop now" that came after the claim: killed once started
         failed = start_command(execution) if unusable is None else unstartable(unusable)
         if failed is None:
-            self.log(f"started {job.id} (attempt {attempt}): {_short(job.command)}")
+            self.log(f"started {job.id} (attempt {attempt}): {clip(job.command, 60)}")
         return _Attempt(claim, execution, output, failed)
 
     def _wait(self, running: _Attempt) -> _Attempt:
@@ -437,7 +481,7 @@ class WorkerPool:
         try:
             self._record(finished)
         except QueueError as exc:
-            self.log(f"error: {exc}")
+            self.log(f"error: {describe(exc)}")
         finally:
             self._done_with_one()
 
@@ -533,11 +577,6 @@ def _remove_quietly(path: os.PathLike[str] | str) -> None:
 
 def _due(next_run_at: str | None) -> float:
     return parse_time(next_run_at).timestamp() if next_run_at else 0.0
-
-
-def _short(command: str, width: int = 60) -> str:
-    flat = " ".join(command.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _describe(job: Job, error: str | None) -> str:

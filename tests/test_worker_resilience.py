@@ -1,4 +1,5 @@
-"""Regression tests for bugs a review of the round-2 performance work found."""
+"""A worker keeps going: committer failures, overflows, hostile drops, closed descriptors,
+stop-now races, paced scans and a slow disk never stop it or leak what it holds."""
 
 from __future__ import annotations
 
