@@ -55,6 +55,7 @@ ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """Safe ids: no slash, no leading dot, so ``<folder>/<id>.json`` never leaves its folder."""
 
 MAX_COMMAND_BYTES: Final = 131_071
+MAX_ARGUMENT_BYTES: Final = MAX_COMMAND_BYTES
 """Linux refuses any single exec argument over 128 KiB (MAX_ARG_STRLEN, counting the NUL),
 and the command is passed as one argument to ``/bin/sh -c``: longer ones could never run."""
 
@@ -501,6 +502,11 @@ def _require_env(value: object) -> dict[str, str]:
         if not isinstance(key, str) or not isinstance(item, str):
             raise InvalidJob(f"'env' value of {str(key)[:40]} must be a string")
         total += len(key) + len(item) + 2
+        if len(key) + len(item) + 1 > MAX_ARGUMENT_BYTES:
+            raise InvalidJob(
+                f"'env' value of {key} is longer than Linux passes to a program "
+                f"({MAX_ARGUMENT_BYTES} bytes for NAME=value)"
+            )
         if total > MAX_ENV_BYTES:
             raise InvalidJob(f"'env' is larger than {MAX_ENV_BYTES} bytes in all")
         if not ENV_NAME.fullmatch(key):

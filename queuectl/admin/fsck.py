@@ -12,7 +12,6 @@ and the comparison with the folders keeps one small tuple per job (``rebuild.win
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -107,17 +106,8 @@ def _check_permissions(store: Store) -> list[Finding]:
                     _chmod(path, 0o700),
                 )
             )
-    for state in STATE_DIRS:
-        for entry in os.scandir(root / state):
-            st = entry.stat(follow_symlinks=False)
-            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.geteuid():
-                out.append(
-                    Finding(
-                        "permissions",
-                        f"{entry.path} has mode {st.st_mode & 0o777:o}, expected 600",
-                        _chmod(Path(entry.path), 0o600),
-                    )
-                )
+    # A job file that others could write is not made trustworthy by a chmod (its content
+    # may be theirs): it is reported as a bad file and moved to rejected/ by --repair.
     return out
 
 

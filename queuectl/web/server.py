@@ -154,7 +154,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/jobs":
             state = query.get("state", ["pending"])[0]
             page = query.get("page", ["0"])[0]
-            if state not in {s.value for s in JobState} or not page.isdigit() or len(page) > 9:
+            if (
+                state not in {s.value for s in JobState}
+                or not (page.isascii() and page.isdigit())
+                or len(page) > 9
+            ):
                 self._send(HTTPStatus.BAD_REQUEST, {"error": "bad state or page"})
                 return
             self._json(lambda: self.app.jobs(state, int(page)))

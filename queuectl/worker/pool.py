@@ -123,6 +123,9 @@ class WorkerPool:
     def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
         _standard_descriptors_open()
+        self.store.config.on_error = None
+        self.store.config.values()  # a bad config.json stops a worker before it starts
+        self.store.config.on_error = self.log
         registration = register(self.store.home.workers, self.threads, self.burst, self.id)
         self.registration = registration
         self._install_signal_handlers()
