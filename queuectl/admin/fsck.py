@@ -12,6 +12,7 @@ and the comparison with the folders keeps one small tuple per job (``rebuild.win
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -106,8 +107,21 @@ def _check_permissions(store: Store) -> list[Finding]:
                     _chmod(path, 0o700),
                 )
             )
-    # A job file that others could write is not made trustworthy by a chmod (its content
-    # may be theirs): it is reported as a bad file and moved to rejected/ by --repair.
+    # A job file others can read is made private again; one that others could *write* is
+    # not made trustworthy by a chmod (its content may be theirs): it is reported as a bad
+    # file and moved to rejected/ by --repair.
+    for state in STATE_DIRS:
+        for entry in os.scandir(root / state):
+            st = entry.stat(follow_symlinks=False)
+            readable = st.st_mode & 0o077 and not st.st_mode & 0o022
+            if stat.S_ISREG(st.st_mode) and readable and st.st_uid == os.geteuid():
+                out.append(
+                    Finding(
+                        "permissions",
+                        f"{entry.path} has mode {st.st_mode & 0o777:o}, expected 600",
+                        _chmod(Path(entry.path), 0o600),
+                    )
+                )
     return out
 
 

@@ -1,0 +1,244 @@
+"""Commands that look after a home: dlq, config, journal, fsck, cleanup."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from queuectl.cli.main import (
+    Context,
+    complete_config_keys,
+    complete_ids,
+    duration_option,
+    pass_context,
+)
+from queuectl.cli.render import (
+    collect,
+    print_jobs,
+    print_json,
+    progress,
+    warn,
+)
+from queuectl.errors import QueueError, UsageError
+
+if TYPE_CHECKING:
+    from queuectl.storage.store import Store
+
+
+@click.group()
+def dlq() -> None:
+    """The dead letter queue: jobs that used up their retries."""
+
+
+@dlq.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of jobs.")
+@pass_context
+def dlq_list(ctx: Context, as_json: bool) -> None:
+    """List dead jobs, oldest first."""
+    print_jobs(ctx.store, collect(ctx.store, ["dead"], 0), as_json)
+
+
+@dlq.command("retry")
+@click.argument("job_ids", metavar="[ID...]", nargs=-1, shell_complete=complete_ids)
+@click.option("--all", "everything", is_flag=True, help="Every job in the DLQ.")
+@pass_context
+def dlq_retry(ctx: Context, job_ids: tuple[str, ...], everything: bool) -> None:
+    """Move dead jobs back to pending with attempts reset to 0."""
+    from queuectl.job import utcnow
+
+    failures = 0
+    for job_id in _dead_ids(ctx.store, job_ids, everything):
+        try:
+            ctx.store.retry_dead(job_id, utcnow())
+        except QueueError as exc:
+            warn(str(exc))
+            failures += 1
+            continue
+        click.echo(f"retried {job_id}")
+    if failures:
+        sys.exit(1)
+
+
+@dlq.command("purge")
+@click.argument("job_ids", metavar="[ID...]", nargs=-1, shell_complete=complete_ids)
+@click.option("--all", "everything", is_flag=True, help="Every job in the DLQ.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_context
+def dlq_purge(ctx: Context, job_ids: tuple[str, ...], everything: bool, yes: bool) -> None:
+    """Delete dead jobs and their logs for good (the journal records the deletion)."""
+    from queuectl.admin.maintenance import purge
+    from queuectl.job import utcnow
+
+    ids = _dead_ids(ctx.store, job_ids, everything)
+    if not yes and not click.confirm(f"Delete {len(ids)} dead job(s) for good?", err=True):
+        raise QueueError("nothing deleted")
+    removed, missing = purge(ctx.store, ids, utcnow())
+    click.echo(f"purged {len(removed)} job(s)")
+    for job_id, why in missing:
+        warn(f"job {job_id!r} was not purged: {why}")
+    if missing:
+        sys.exit(1)
+
+
+def _dead_ids(store: Store, job_ids: tuple[str, ...], everything: bool) -> list[str]:
+    from queuectl.job import JobState
+
+    if everything == bool(job_ids):
+        raise UsageError("give job ids or --all (not both)")
+    return store.folders.ids(JobState.DEAD) if everything else list(job_ids)
+
+
+@click.group()
+def config() -> None:
+    """Read and change persisted settings (max-retries, backoff-base, job-timeout)."""
+
+
+@config.command("get")
+@click.argument("key", shell_complete=complete_config_keys)
+@pass_context
+def config_get(ctx: Context, key: str) -> None:
+    """Print one setting."""
+    from queuectl.config import canonical_key
+
+    click.echo(ctx.store.config.get(canonical_key(key)))
+
+
+@config.command("set", context_settings={"ignore_unknown_options": True})
+@click.argument("key", shell_complete=complete_config_keys)
+@click.argument("value")
+@pass_context
+def config_set(ctx: Context, key: str, value: str) -> None:
+    """Change one setting (validated) and persist it under the home."""
+    from queuectl.config import canonical_key, parse_value
+
+    name = canonical_key(key)
+    parsed = parse_value(name, value)
+    ctx.store.set_config(name, parsed)
+    click.echo(f"{name} = {parsed}")
+
+
+@config.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_context
+def config_list(ctx: Context, as_json: bool) -> None:
+    """Print every setting with its meaning."""
+    from queuectl.config import KEYS
+
+    values = ctx.store.config.values()
+    if as_json:
+        print_json(values)
+        return
+    from tabulate import tabulate
+
+    rows = [[name, values[name], key.help] for name, key in KEYS.items()]
+    click.echo(tabulate(rows, headers=["key", "value", "meaning"]))
+
+
+@click.group()
+def journal() -> None:
+    """The append-only event journal."""
+
+
+@journal.command("rebuild")
+@pass_context
+def journal_rebuild(ctx: Context) -> None:
+    """Recreate the state folders from the journal alone (workers must be stopped).
+
+    Jobs that were running go back to the state they were claimed from and run again.
+    """
+    from queuectl.admin.rebuild import rebuild
+
+    with progress("rebuilding") as bar:
+        report = rebuild(ctx.store, progress=bar.update, on_total=bar.set_total)
+    click.echo(
+        f"rebuilt: {report.written} written, {report.unchanged} already right, "
+        f"{report.removed} stale copies removed"
+    )
+    if report.torn_tail:
+        path, offset = report.torn_tail
+        click.echo(f"ignored a torn last record in {path} at byte {offset}")
+    if report.unknown:
+        click.echo(
+            f"{len(report.unknown)} job file(s) not in the journal were left in place "
+            "(queuectl fsck reports them)"
+        )
+
+
+@click.command()
+@click.option("--repair", is_flag=True, help="Fix what can be fixed safely and say what was done.")
+@pass_context
+def fsck(ctx: Context, repair: bool) -> None:
+    """Check the home: journal damage, duplicate or disagreeing job files, stale tmp files,
+    orphaned processing/ jobs, permissions. Exit 0 when clean, 1 when problems were found."""
+    from queuectl.admin.fsck import fsck as run_fsck
+
+    findings = run_fsck(ctx.store, repair=repair)
+    for finding in findings:
+        click.echo(f"{finding.kind}: {finding.message}")
+        if finding.repaired:
+            click.echo(f"  repaired: {finding.repaired}")
+        elif repair:
+            click.echo("  not repaired")
+    if not findings:
+        click.echo("clean")
+        return
+    click.echo(f"{len(findings)} problem(s) found" + (", repairs attempted" if repair else ""))
+    sys.exit(1)
+
+
+@journal.command("compact")
+@click.option(
+    "--retention",
+    metavar="DURATION",
+    help="Keep full history this long (default: the journal-retention setting).",
+)
+@pass_context
+def journal_compact(ctx: Context, retention: str | None) -> None:
+    """Fold journal segments older than the retention into one snapshot."""
+    from queuectl.admin.maintenance import compact
+    from queuectl.job import utcnow
+
+    store = ctx.store
+    seconds = duration_option(retention) if retention else store.config.get("journal-retention")
+    report = compact(store, float(seconds), utcnow())
+    if report.snapshot is None:
+        click.echo("nothing to compact: every segment has records newer than the retention")
+        return
+    click.echo(
+        f"folded {report.segments_folded} segment(s) into {report.snapshot.name}: "
+        f"{report.jobs_kept} job(s) kept, {report.jobs_dropped} deleted job(s) dropped"
+    )
+
+
+@click.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="DURATION",
+    required=True,
+    help="Remove jobs finished longer ago than this (e.g. 7d, 12h, 30m).",
+)
+@click.option(
+    "--state",
+    "states",
+    type=click.Choice(["completed", "dead", "cancelled"]),
+    multiple=True,
+    help="Which finished states to clean (default: completed). Repeatable.",
+)
+@pass_context
+def cleanup(ctx: Context, older_than: str, states: tuple[str, ...]) -> None:
+    """Remove finished jobs and their logs; the journal records the deletion."""
+    from queuectl.admin.maintenance import cleanup as run_cleanup
+    from queuectl.job import JobState, utcnow
+
+    chosen = tuple(JobState(s) for s in (states or ("completed",)))
+    with progress("cleaning") as bar:
+        bar.set_total(sum(ctx.store.folders.count(s) for s in chosen))
+        removed, kept = run_cleanup(
+            ctx.store, duration_option(older_than), chosen, utcnow(), progress=bar.update
+        )
+    click.echo(f"removed {len(removed)} job(s)")
+    for job_id, why in kept:
+        warn(f"kept {job_id}: {why}")
