@@ -318,6 +318,8 @@ def stack(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory)
         "QUEUECTL_DASHBOARD_ADDR": "127.0.0.1",
         "QUEUECTL_DASHBOARD_PORT": str(port),
         "QUEUECTL_STOP_GRACE": f"{STOP_GRACE:g}s",
+        "QUEUECTL_RESTART": "on-failure",
+        "QUEUECTL_WORKDIR": "/work",
     }
     project = f"qctest{os.getpid()}{secrets.token_hex(3)}"
     size = int(docker("image", "inspect", "--format", "{{.Size}}", IMAGE))
