@@ -718,6 +718,68 @@ def scenario_dashboard_and_metrics(env: Env) -> None:
         check(response.read().decode() == env.ok("metrics"), "/metrics differs from metrics")
 
 
+def scenario_background_child_never_doubles_a_run(env: Env) -> None:
+    """A failed run's background child (same process group, fd 3 kept) still works: the
+    retry waits for it, because the job's lock follows the job, not its file."""
+    log, release, second = env.scratch / "log", env.scratch / "release", env.scratch / "second"
+    child = (
+        f"(echo start $(date +%s.%N) >> {log}; while [ ! -e {release} ]; do sleep 0.05; done;"
+        f" echo end $(date +%s.%N) >> {log}) &"
+    )
+    first_run = f"[ -e {second} ] || {{ touch {second}; exit 1; }}"
+    command = f"{child} {first_run}; echo run2 $(date +%s.%N) >> {log}"
+    env.ok("config", "set", "backoff-base", "1")
+    env.enqueue({"id": "bg", "command": command, "max_retries": 2})
+    proc = env.start_worker("--count", "2")
+    wait_until(lambda: "bg" in env.ids("failed"), "the first run to fail")
+    due = parse_time(env.job("failed", "bg")["next_run_at"]).timestamp()
+    # Proving a negative needs time: let the retry's due time pass by a second and a half.
+    time.sleep(max(0.0, due - time.time()) + 1.5)
+    check("run2" not in log.read_text(), "the retry started while the first run's child ran")
+    release.touch()
+    wait_until(lambda: "bg" in env.ids("completed"), "the retry to complete")
+    stamps: dict[str, float] = {}
+    for line in log.read_text().splitlines():  # the first of each: run 1's child, run 2
+        stamps.setdefault(line.split()[0], float(line.split()[1]))
+    check(stamps["run2"] > stamps["end"], f"run 2 began before run 1's child ended: {stamps}")
+    os.kill(proc.pid, signal.SIGTERM)
+    check(wait_exit(proc, "the worker") == 0, "the worker did not exit 0 on SIGTERM")
+
+
+def scenario_purged_id_can_be_reused(env: Env) -> None:
+    """An id freed by ``dlq purge`` starts a new life: a rebuild from the journal alone keeps
+    the new job (a new generation outranks the old life's deletion)."""
+    env.enqueue({"id": "again", "command": "exit 5", "max_retries": 0})
+    run_burst(env)
+    check(env.ids("dead") == {"again"}, "the first life did not die")
+    env.ok("dlq", "purge", "again", "--yes")
+    env.enqueue({"id": "again", "command": "echo second life"})
+    run_burst(env)
+    for state in STATES:
+        shutil.rmtree(env.home / state)
+    env.ok("journal", "rebuild")
+    check(env.ids("completed") == {"again"}, f"rebuild gave completed/ {env.ids('completed')}")
+    check(env.job("completed", "again")["command"] == "echo second life", "the old life came back")
+    lives = {run.get("life") for run in json.loads(env.ok("history", "again", "--json"))}
+    check(lives == {1, 2}, f"history should list both lives, found {lives}")
+    check(env.run("fsck").returncode == 0, "fsck is not clean after the rebuild")
+
+
+def scenario_bad_config_is_reported(env: Env) -> None:
+    """A damaged config.json is one error line naming it (exit 2), and nothing overwrites it."""
+    env.ok("config", "set", "max-retries", "2")
+    config = env.home / "config.json"
+    config.write_text('{"max-retries": "lots"}')
+    before = config.read_bytes()
+    for args in (("enqueue", '{"command": "true"}'), ("config", "set", "job-timeout", "5")):
+        result = env.run(*args)
+        check(result.returncode == 2, f"{args[0]} exited {result.returncode}")
+        lines = result.stderr.strip().splitlines()
+        check(len(lines) == 1 and str(config) in lines[0], f"{args[0]} said {result.stderr!r}")
+    check(config.read_bytes() == before, "config.json was overwritten")
+    check(env.ids("pending") == set(), "a job was enqueued despite the bad settings")
+
+
 SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("job-completes", scenario_job_completes),
     ("retry-backoff-dlq", scenario_retry_backoff_dlq),
@@ -742,6 +804,9 @@ SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("attempt-history-in-dlq", scenario_history_in_dlq),
     ("logs-show-wait-stats", scenario_logs_show_wait_stats),
     ("dashboard-and-metrics", scenario_dashboard_and_metrics),
+    ("background-child-never-doubles-a-run", scenario_background_child_never_doubles_a_run),
+    ("purged-id-can-be-reused", scenario_purged_id_can_be_reused),
+    ("bad-config-is-reported", scenario_bad_config_is_reported),
 ]
 
 
