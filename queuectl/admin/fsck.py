@@ -25,11 +25,11 @@ from queuectl.job import Job, JobState, utcnow
 from queuectl.scheduler import worker_lost
 from queuectl.storage import tmpfiles
 from queuectl.storage.commit import Change
+from queuectl.storage.drops import awaiting_adoption
 from queuectl.storage.events import Event, job_entry
 from queuectl.storage.home import AUX_DIRS, STATE_DIRS
 from queuectl.storage.jobfile import is_job_name, read_job
-from queuectl.storage.journal import check, index_path
-from queuectl.storage.journal_index import derived_lines
+from queuectl.storage.journal import audit, check
 from queuectl.storage.records import decode_line
 from queuectl.storage.registry import live_workers
 from queuectl.storage.replay import Winner
@@ -77,14 +77,10 @@ def _checks(store: Store) -> list[Finding]:
     findings += _check_permissions(store)
     findings += _check_journal(store, offline)
     journal_ok = not any(f.kind == "journal-damage" for f in findings)
-    if journal_ok:
-        findings += _check_index(store)
     findings += _check_tmp(store)
-    findings += _check_bad_files(store)
     findings += _check_orphans(store)
     findings += _check_duplicates(store)
-    if journal_ok:
-        findings += _check_against_journal(store, offline)
+    findings += _check_files(store, offline, journal_ok)
     return findings
 
 
@@ -137,9 +133,10 @@ def _chmod(path: Path, mode: int) -> Callable[[], str]:
 
 
 def _check_journal(store: Store, offline: bool) -> list[Finding]:
+    """Checksums of every record and each segment's index, in one pass."""
     try:
         with store.journal.reading():
-            _count, torn = check(store.home.journal)
+            found = audit(store.home.journal)
     except JournalCorrupt as exc:
         damaged, offset = exc.path, exc.offset
         assert damaged is not None
@@ -152,16 +149,26 @@ def _check_journal(store: Store, offline: bool) -> list[Finding]:
                 lambda: _cut_damage(store, damaged, offset),
             )
         ]
-    if torn is None:
-        return []
-    path, offset = torn
-    return [
-        Finding(
-            "journal-torn-tail",
-            f"torn last record in {path} at byte {offset}",
-            lambda: _truncate_tail(store, path, offset),
+    out = []
+    if found.stale_indexes:
+        names = ", ".join(p.name for p in found.stale_indexes)
+        out.append(
+            Finding(
+                "index",
+                f"journal index out of date for {names}",
+                lambda: f"rebuilt {store.journal.rebuild_indexes()} index file(s)",
+            )
         )
-    ]
+    if found.torn_tail is not None:
+        path, offset = found.torn_tail
+        out.append(
+            Finding(
+                "journal-torn-tail",
+                f"torn last record in {path} at byte {offset}",
+                lambda: _truncate_tail(store, path, offset),
+            )
+        )
+    return out
 
 
 def _truncate_tail(store: Store, path: Path, offset: int) -> str:
@@ -184,37 +191,6 @@ def _cut_damage(store: Store, path: Path, offset: int) -> str:
     return f"moved {dropped} damaged line(s) from {path} (first at byte {offset}) to {aside}"
 
 
-def _check_index(store: Store) -> list[Finding]:
-    """Each index file must say what its segment says (it is rebuilt from it if not)."""
-    stale = []
-    with store.journal.reading():
-        found = store.journal.sources()
-        for number, source in enumerate(found):
-            try:
-                data = source.read_bytes()
-            except FileNotFoundError:
-                continue
-            try:
-                current = index_path(source).read_bytes()
-            except FileNotFoundError:
-                current = b""
-            fresh = b"".join(derived_lines(data, 0))
-            newest = number == len(found) - 1
-            # The newest segment's index may lag by an append in flight (readers derive it).
-            if current != fresh and not (newest and fresh.startswith(current)):
-                stale.append(source)
-    if not stale:
-        return []
-    names = ", ".join(p.name for p in stale)
-    return [
-        Finding(
-            "index",
-            f"journal index out of date for {names}",
-            lambda: f"rebuilt {store.journal.rebuild_indexes()} index file(s)",
-        )
-    ]
-
-
 # ------------------------------------------------------------------------ tmp files
 
 
@@ -230,27 +206,65 @@ def _remove_tmp(path: Path) -> str:
     return f"removed {path}" if tmpfiles.remove(path) else "already gone"
 
 
-# ------------------------------------------------------------------------ bad files
+# ------------------------------------------------------------------------ job files
 
 
-def _check_bad_files(store: Store) -> list[Finding]:
-    """Files in state folders that are not valid jobs (or must not be trusted)."""
-    out = []
+def _check_files(store: Store, offline: bool, journal_ok: bool) -> list[Finding]:
+    """One read of every job file: files that are not valid jobs (or must not be trusted),
+    and, with a sound journal, each settled job against its winning journal record."""
+    best = winners(store) if journal_ok else {}
+    files = existing_job_files(store)
+    out: list[Finding] = []
     for state in JobState:
-        skipped: list = []
-        for _job in store.folders.jobs(state, skipped=skipped):
-            pass
-        for bad in skipped:
-            if state is JobState.PROCESSING and store.recovery.is_running(bad.path.stem):
+        directory = store.home.state_dir(state)
+        for name in sorted(os.listdir(directory)):
+            if not is_job_name(name):
                 continue
-            out.append(
-                Finding(
-                    "bad-file",
-                    f"{bad.path} {bad.reason}",
-                    partial(_reject, store, bad.path, bad.reason),
+            path = directory / name
+            finding = _check_file(store, state, path, files, best, offline, journal_ok)
+            if finding is not None:
+                out.append(finding)
+    if journal_ok:
+        for job_id, winner in sorted(best.items()):
+            if job_id not in files and not winner.gone:
+                fix = partial(_rewrite_missing, store, winner) if offline else None
+                out.append(
+                    Finding(
+                        "missing-file",
+                        f"job {job_id} ({winner.state}) is in the journal but has no file"
+                        + ("" if offline else "; stop workers to repair"),
+                        fix,
+                    )
                 )
-            )
     return out
+
+
+def _check_file(
+    store: Store,
+    state: JobState,
+    path: Path,
+    files: dict[str, list[Path]],
+    best: dict[str, Winner],
+    offline: bool,
+    journal_ok: bool,
+) -> Finding | None:
+    try:
+        job = read_job(path, None)
+        if state is not JobState.PROCESSING and job.state is not state:
+            raise InvalidJob(f"says state {job.state.value!r} but is in {state.value}/")
+    except FileNotFoundError:
+        return None
+    except (InvalidJob, OSError) as exc:
+        reason = str(exc) if isinstance(exc, InvalidJob) else f"cannot be read: {exc.strerror}"
+        if state is JobState.PROCESSING and store.recovery.is_running(path.stem):
+            return None
+        if state is JobState.PENDING and awaiting_adoption(path):
+            return None
+        return Finding("bad-file", f"{path} {reason}", partial(_reject, store, path, reason))
+    settled = [p for p in files.get(job.id, []) if p.parent.name != JobState.PROCESSING.value]
+    if not journal_ok or state is JobState.PROCESSING or len(settled) != 1:
+        return None
+    return _compare(store, path, job, best.get(job.id), offline)
 
 
 def _reject(store: Store, path: Path, reason: str) -> str:
@@ -343,37 +357,6 @@ def _keep_newest(store: Store, job_id: str) -> str:
 
 
 # ------------------------------------------------------------------------ files vs journal
-
-
-def _check_against_journal(store: Store, offline: bool) -> list[Finding]:
-    best = winners(store)
-    files = existing_job_files(store)
-    out = []
-    for job_id, paths in sorted(files.items()):
-        settled = [p for p in paths if p.parent.name != JobState.PROCESSING.value]
-        if len(settled) != 1:
-            continue
-        path = settled[0]
-        try:
-            on_disk = read_job(path, None)
-        except (OSError, InvalidJob):
-            continue  # drops not yet adopted; bad files are reported above
-        winner = best.get(job_id)
-        finding = _compare(store, path, on_disk, winner, offline)
-        if finding is not None:
-            out.append(finding)
-    for job_id, winner in sorted(best.items()):
-        if job_id not in files and not winner.gone:
-            fix = partial(_rewrite_missing, store, winner) if offline else None
-            out.append(
-                Finding(
-                    "missing-file",
-                    f"job {job_id} ({winner.state}) is in the journal but has no file"
-                    + ("" if offline else "; stop workers to repair"),
-                    fix,
-                )
-            )
-    return out
 
 
 def _compare(

@@ -102,14 +102,14 @@ def plain_entry(event: Event | str, stamp: str, **fields: Any) -> Entry:
     record = {"ts": stamp, "event": str(event), "pid": os.getpid(), **fields}
     text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
     payload = text.encode("utf-8", "backslashreplace")
-    return Entry(frame_payload(payload), f"-\t{event}", f"0\t0\t\t{_epoch(stamp)}")
+    return Entry(frame_payload(payload), f"-\t{event}", f"0\t0\t\t{epoch(stamp)}")
 
 
 def job_index_parts(event: str, job: Job, stamp: str, attempt: bool) -> tuple[str, str]:
     """The index line of a record, as (``id event``, ``gen rev state ts`` and, for an
     attempt, ``run outcome started finished waited queue command``)."""
     head = f"{job.id}\t{event}"
-    tail = f"{job.generation}\t{job.rev}\t{job.state.value}\t{_epoch(stamp)}"
+    tail = f"{job.generation}\t{job.rev}\t{job.state.value}\t{epoch(stamp)}"
     if not attempt:
         return head, tail
     last = job.history[-1] if job.history else {}
@@ -119,13 +119,20 @@ def job_index_parts(event: str, job: Job, stamp: str, attempt: bool) -> tuple[st
             tail,
             str(job.runs),
             outcome_name(event, job.last_error),
-            _epoch(job.started_at),
-            _epoch(job.finished_at or stamp),
-            f"{waited:.3f}" if isinstance(waited, int | float) else "",
-            str(job.extra.get("queue") or getattr(job, "queue", "default")),
+            epoch(job.started_at),
+            epoch(job.finished_at or stamp),
+            f"{waited:.3f}"
+            if isinstance(waited, int | float) and not isinstance(waited, bool)
+            else "",
+            _queue_of(job),
             flat(job.command)[:60],
         ]
     )
+
+
+def _queue_of(job: Job) -> str:
+    queue = getattr(job, "queue", None) or job.extra.get("queue")
+    return queue if isinstance(queue, str) and queue and "\t" not in queue else "default"
 
 
 def outcome_name(event: str, last_error: str | None) -> str:
@@ -139,8 +146,9 @@ def outcome_name(event: str, last_error: str | None) -> str:
     return event
 
 
-def _epoch(stamp: str | None) -> str:
-    if not stamp:
+def epoch(stamp: object) -> str:
+    """Seconds since the epoch, as the index writes them ("" for no time)."""
+    if not stamp or not isinstance(stamp, str):
         return ""
     try:
         return f"{parse_time(stamp).timestamp():.3f}"

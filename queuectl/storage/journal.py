@@ -29,7 +29,7 @@ import fcntl
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -844,6 +844,67 @@ def _corrupt(damage: tuple[Path, int]) -> JournalCorrupt:
         path=damage[0],
         offset=damage[1],
     )
+
+
+@dataclass
+class Audit:
+    """What ``audit`` found: records, a torn tail, and files whose index is out of date."""
+
+    records: int = 0
+    torn_tail: tuple[Path, int] | None = None
+    stale_indexes: list[Path] = field(default_factory=list)
+
+
+def audit(directory: Path) -> Audit:
+    """One pass over every record: checksums (damage followed by valid records raises
+    ``JournalCorrupt``; damage at the very end is a torn tail) and each file's index, line
+    by line against what the records say. Memory stays bounded (a line at a time). The
+    newest segment's index may lag by an append in flight: that is not stale."""
+    result = Audit()
+    damage: tuple[Path, int] | None = None
+    found = sources(directory)
+    for number, path in enumerate(found):
+        newest = number == len(found) - 1
+        stale = False
+        try:
+            index = open(index_path(path), "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            index = None
+            stale = True
+        try:
+            for offset, line, record in _iter_lines(path):
+                if record is None:
+                    damage = damage or (path, offset)
+                    continue
+                if damage is not None:
+                    raise _corrupt(damage)
+                result.records += 1
+                if index is not None and not stale:
+                    expected = index_line(*_split(derive_parts(record), offset, len(line)))
+                    actual = index.readline()
+                    if actual != expected and not (newest and actual == b""):
+                        stale = True
+            if index is not None and not stale and index.read(1):
+                stale = True  # the index says more than the segment
+        finally:
+            if index is not None:
+                index.close()
+        if stale:
+            result.stale_indexes.append(path)
+    result.torn_tail = damage
+    return result
+
+
+def _split(parts: tuple[str, str], offset: int, length: int) -> tuple[str, int, int, str]:
+    return parts[0], offset, length, parts[1]
+
+
+def _iter_lines(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
+    with open(path, "rb") as handle:
+        offset = 0
+        for line in handle:
+            yield offset, line, decode_line(line)
+            offset += len(line)
 
 
 def check(directory: Path) -> tuple[int, tuple[Path, int] | None]:

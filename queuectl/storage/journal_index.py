@@ -25,10 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-from queuectl.errors import InvalidJob
-from queuectl.job import Job
-from queuectl.storage.events import ATTEMPT_EVENTS, Event, job_index_parts
+from queuectl.job import ID_PATTERN
+from queuectl.storage.events import ATTEMPT_EVENTS, Event, epoch, outcome_name
 from queuectl.storage.records import decode_line
+from queuectl.text import flat
 
 __all__ = [
     "INDEX_SUFFIX",
@@ -90,30 +90,64 @@ def number(text: str) -> float | None:
 
 def derive_parts(record: dict[str, Any]) -> tuple[str, str]:
     """(head, tail) of the index line of a record read back from a segment: the same line
-    the appender wrote from the job object (``events.job_index_parts``)."""
+    the appender wrote from the job object (``events.job_index_parts``). Read straight from
+    the record's keys (fsck derives every record's line, so this must be cheap); a record
+    whose job is not well formed gets a minimal line."""
     event = str(record.get("event", ""))
     stamp = record.get("ts") if isinstance(record.get("ts"), str) else ""
     data = record.get("job")
-    if isinstance(data, dict):
-        try:
-            job = Job.from_dict(data)
-        except InvalidJob:
-            job = None
-        if job is not None:
-            return job_index_parts(event, job, str(stamp), _ended_an_attempt(record, job))
-        raw_id = data.get("id")
-        if isinstance(raw_id, str) and raw_id and "\t" not in raw_id and "\n" not in raw_id:
-            return f"{raw_id}\t{event}", "0\t0\t\t"
-    return f"-\t{event}", "0\t0\t\t"
+    if not isinstance(data, dict):
+        return f"-\t{event}", "0\t0\t\t"
+    job_id = data.get("id")
+    if not isinstance(job_id, str) or not ID_PATTERN.fullmatch(job_id):
+        return f"-\t{event}", "0\t0\t\t"
+    try:
+        generation = _whole(data.get("generation", 0))
+        rev = _whole(data.get("rev", 1))
+        state = data["state"]
+        if not isinstance(state, str) or "\t" in state or "\n" in state:
+            raise ValueError(state)
+    except (KeyError, ValueError):
+        return f"{job_id}\t{event}", "0\t0\t\t"
+    head = f"{job_id}\t{event}"
+    tail = f"{generation}\t{rev}\t{state}\t{epoch(stamp)}"
+    if not _ended_an_attempt(record, data):
+        return head, tail
+    history = data.get("history")
+    last = history[-1] if isinstance(history, list) and history else {}
+    waited = last.get("waited") if isinstance(last, dict) else None
+    command = data.get("command")
+    queue = data.get("queue")
+    fields = [
+        tail,
+        str(_whole(data.get("runs", data.get("attempts", 0)), 0)),
+        outcome_name(
+            event, data.get("last_error") if isinstance(data.get("last_error"), str) else None
+        ),
+        epoch(data.get("started_at")),
+        epoch(data.get("finished_at") or stamp),
+        f"{waited:.3f}" if isinstance(waited, int | float) and not isinstance(waited, bool) else "",
+        queue if isinstance(queue, str) and queue and "\t" not in queue else "default",
+        flat(command)[:60] if isinstance(command, str) else "",
+    ]
+    return head, "\t".join(fields)
 
 
-def _ended_an_attempt(record: dict[str, Any], job: Job) -> bool:
+def _whole(value: object, default: int | None = None) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if default is not None:
+        return default
+    raise ValueError(value)
+
+
+def _ended_an_attempt(record: dict[str, Any], job: dict[str, Any]) -> bool:
     """Records written since the index exist say so (``"attempt": true``); for older ones
     the event tells, as far as it can."""
     if "attempt" in record:
         return record["attempt"] is True
     if record.get("event") == Event.CANCELLED:
-        return job.last_error == "cancelled while running"
+        return job.get("last_error") == "cancelled while running"
     return record.get("event") in ATTEMPT_EVENTS
 
 

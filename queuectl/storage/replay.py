@@ -50,10 +50,11 @@ class Winner(NamedTuple):
 
 
 class Replay:
-    """Feed index lines in journal order; ``winners()`` applies the rule."""
+    """Feed index lines in journal order; ``winners()`` applies the rule. Keeps one
+    ``Winner`` per id (a dict of them only for an id with several lives)."""
 
     def __init__(self) -> None:
-        self._lives: dict[str, dict[int, Winner]] = {}
+        self._best: dict[str, Winner | dict[int, Winner]] = {}
         self._withdrawn: set[tuple[str, int]] = set()
 
     def add(self, fields: list[str], source: Path) -> None:
@@ -75,15 +76,25 @@ class Replay:
             return
         if candidate.event == Event.WITHDRAWN:
             self._withdrawn.add((job_id, candidate.generation))
-        lives = self._lives.setdefault(job_id, {})
-        known = lives.get(candidate.generation)
-        if known is None or candidate.rev >= known.rev:
-            lives[candidate.generation] = candidate
+        known = self._best.get(job_id)
+        if known is None:
+            self._best[job_id] = candidate
+        elif isinstance(known, Winner):
+            if known.generation == candidate.generation:
+                if candidate.rev >= known.rev:
+                    self._best[job_id] = candidate
+            else:
+                self._best[job_id] = {known.generation: known, candidate.generation: candidate}
+        else:
+            same = known.get(candidate.generation)
+            if same is None or candidate.rev >= same.rev:
+                known[candidate.generation] = candidate
 
     def winners(self) -> dict[str, Winner]:
         """The winning record of every id the journal knows."""
         out: dict[str, Winner] = {}
-        for job_id, lives in self._lives.items():
+        for job_id, known in self._best.items():
+            lives = {known.generation: known} if isinstance(known, Winner) else known
             kept = [g for g in lives if (job_id, g) not in self._withdrawn]
             if kept:
                 out[job_id] = lives[max(kept)]
