@@ -21,9 +21,11 @@ from queuectl.errors import InvalidJob
 
 __all__ = [
     "ACCEPTED_FIELDS",
+    "DEFAULT_QUEUE",
     "FINISHED_STATES",
     "ID_PATTERN",
     "MAX_COMMAND_BYTES",
+    "WAITING_STATES",
     "Job",
     "JobState",
     "format_time",
@@ -46,10 +48,23 @@ class JobState(StrEnum):
     FAILED = "failed"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    BLOCKED = "blocked"
+    """Waiting for its dependencies (``after``, ``after_any``)."""
+    HELD = "held"
+    """Kept back until ``queuectl release``."""
 
 
 FINISHED_STATES: Final = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
 """States a job reaches only when it will not run again by itself."""
+
+WAITING_STATES: Final = frozenset(
+    {JobState.PENDING, JobState.FAILED, JobState.BLOCKED, JobState.HELD}
+)
+"""Unfinished and not running: states a job can be held, edited or cancelled in."""
+
+DEFAULT_QUEUE: Final = "default"
+MAX_LABELS: Final = 32
+MAX_DEPENDENCIES: Final = 1000
 
 ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """Safe ids: no slash, no leading dot, so ``<folder>/<id>.json`` never leaves its folder."""
@@ -86,7 +101,23 @@ HISTORY_LIMIT: Final = 50
 """Attempts kept in the job file (the journal has all of them)."""
 
 ACCEPTED_FIELDS: Final = frozenset(
-    {"id", "command", "max_retries", "priority", "run_at", "timeout", "cwd", "env"}
+    {
+        "id",
+        "command",
+        "max_retries",
+        "priority",
+        "run_at",
+        "timeout",
+        "cwd",
+        "env",
+        "queue",
+        "labels",
+        "after",
+        "after_any",
+        "unique_key",
+        "unique_for",
+        "held",
+    }
 )
 """Fields a user may set when creating a job; every other field is managed by queuectl."""
 
@@ -184,6 +215,15 @@ class Job:
     timeout: float | None = None
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    queue: str = DEFAULT_QUEUE
+    labels: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
+    """Ids that must have completed before this job may run."""
+    after_any: list[str] = field(default_factory=list)
+    """Ids that must have finished (completed, dead or cancelled) before this job may run."""
+    unique_key: str | None = None
+    unique_for: float | None = None
+    """Seconds after completion during which the key still refuses a new job."""
     history: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -200,6 +240,12 @@ class Job:
             "timeout": self.timeout,
             "cwd": self.cwd,
             "env": self.env,
+            "queue": self.queue,
+            "labels": self.labels,
+            "after": self.after,
+            "after_any": self.after_any,
+            "unique_key": self.unique_key,
+            "unique_for": self.unique_for,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "next_run_at": self.next_run_at,
@@ -262,6 +308,12 @@ class Job:
                 timeout=_optional(data, "timeout", _require_timeout),
                 cwd=_optional(data, "cwd", _require_cwd),
                 env=_require_env(data.get("env") or {}),
+                queue=_require_queue(data.get("queue", DEFAULT_QUEUE)),
+                labels=_require_labels(data.get("labels") or []),
+                after=_require_ids(data.get("after") or [], "after"),
+                after_any=_require_ids(data.get("after_any") or [], "after_any"),
+                unique_key=_optional(data, "unique_key", _require_unique_key),
+                unique_for=_optional(data, "unique_for", _require_unique_for),
                 history=_require_history(data.get("history") or []),
                 extra=extra,
             )
@@ -389,6 +441,49 @@ def _optional_stamp(data: dict[str, Any], name: str) -> str | None:
     return None if value is None else _require_stamp(value, name)
 
 
+def _require_queue(value: object) -> str:
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        raise InvalidJob(
+            f"invalid queue name {str(value)[:40]!r}: use 1-128 characters from "
+            "A-Z a-z 0-9 . _ -, starting with a letter or digit"
+        )
+    return value
+
+
+def _require_labels(value: object) -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_LABELS:
+        raise InvalidJob(f"'labels' must be a list of at most {MAX_LABELS} strings")
+    for label in value:
+        if not isinstance(label, str) or not 0 < len(label) <= 64 or not label.isprintable():
+            raise InvalidJob("a label must be 1-64 printable characters")
+    return list(dict.fromkeys(value))
+
+
+def _require_ids(value: object, name: str) -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_DEPENDENCIES:
+        raise InvalidJob(f"'{name}' must be a list of at most {MAX_DEPENDENCIES} job ids")
+    for item in value:
+        if not isinstance(item, str) or not ID_PATTERN.fullmatch(item):
+            raise InvalidJob(f"'{name}' holds an invalid job id {str(item)[:40]!r}")
+    return list(dict.fromkeys(value))
+
+
+def _require_unique_key(value: object) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 256 or "\x00" in value:
+        raise InvalidJob("'unique_key' must be a string of 1-256 characters")
+    if not _is_unicode(value):
+        raise InvalidJob("'unique_key' is not valid Unicode text")
+    return value
+
+
+def _require_unique_for(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidJob("'unique_for' must be a number of seconds")
+    if not 0 <= value <= 100 * 365 * 86400:
+        raise InvalidJob("'unique_for' must be between 0 seconds and 100 years")
+    return float(value)
+
+
 def _require_history(value: object) -> list[dict[str, Any]]:
     if not isinstance(value, list) or len(value) > 4 * HISTORY_LIMIT:
         raise InvalidJob("'history' must be a list of attempts")
@@ -430,10 +525,12 @@ def job_from_input(
     moment = now or utcnow()
     stamp = format_time(moment)
     run_at = _optional(data, "run_at", _require_time)
+    held = data.get("held", False)
+    if not isinstance(held, bool):
+        raise InvalidJob("'held' must be true or false")
     return Job(
         id=job_id,
         command=command,
-        state=JobState.PENDING,
         attempts=0,
         max_retries=max_retries,
         created_at=stamp,
@@ -446,6 +543,13 @@ def job_from_input(
         timeout=_optional(data, "timeout", _require_timeout),
         cwd=_optional(data, "cwd", _require_cwd),
         env=_require_env(data.get("env", {})),
+        queue=_require_queue(data.get("queue", DEFAULT_QUEUE)),
+        labels=_require_labels(data.get("labels", [])),
+        after=_require_ids(data.get("after", []), "after"),
+        after_any=_require_ids(data.get("after_any", []), "after_any"),
+        unique_key=_optional(data, "unique_key", _require_unique_key),
+        unique_for=_optional(data, "unique_for", _require_unique_for),
+        state=JobState.HELD if held else JobState.PENDING,
     )
 
 

@@ -114,7 +114,7 @@ def test_real_entry_point_errors_are_one_line(tmp_path: Path) -> None:
     assert done.stdout == ""
     assert done.stderr.startswith("queuectl: error: invalid JSON")
     assert len(done.stderr.splitlines()) == 1
-    assert list((home / "pending").iterdir()) == []
+    assert not (home / "pending").exists() or list((home / "pending").iterdir()) == []
 
 
 def test_home_is_created_private(cli_home: Path) -> None:
@@ -394,6 +394,8 @@ def test_status_json_shape(populated: Path) -> None:
         "failed": 1,
         "dead": 1,
         "cancelled": 0,
+        "blocked": 0,
+        "held": 0,
     }
     assert data["workers"] == []
     assert result.stdout == json.dumps(data, indent=2, ensure_ascii=False) + "\n"
@@ -401,7 +403,7 @@ def test_status_json_shape(populated: Path) -> None:
 
 def test_status_json_of_an_empty_home(cli_home: Path) -> None:
     data = json.loads(invoke(cli_home, "status", "--json").stdout)
-    assert data["jobs"] == dict.fromkeys([*STATES, "cancelled"], 0)
+    assert data["jobs"] == dict.fromkeys([*STATES, "cancelled", "blocked", "held"], 0)
     assert data["workers"] == []
 
 

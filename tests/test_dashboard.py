@@ -93,6 +93,8 @@ def test_api_status_paging_and_job_page(server: tuple[str, Path, Any]) -> None:
         "failed": 0,
         "dead": 2,
         "cancelled": 0,
+        "blocked": 0,
+        "held": 0,
     }
     first = json.loads(get(base + "/api/jobs?state=pending&page=0")[1])
     third = json.loads(get(base + "/api/jobs?state=pending&page=2")[1])

@@ -316,6 +316,12 @@ def stored_job(**overrides: Any) -> dict[str, Any]:
         "timeout": None,
         "cwd": None,
         "env": {},
+        "queue": "default",
+        "labels": [],
+        "after": [],
+        "after_any": [],
+        "unique_key": None,
+        "unique_for": None,
         "history": [],
     }
     data.update(overrides)
@@ -332,9 +338,9 @@ def test_round_trip_keeps_every_field() -> None:
 
 
 def test_round_trip_keeps_unknown_keys() -> None:
-    data = stored_job(owner=7, labels={"team": "a"}, extra=[1, 2])
+    data = stored_job(owner=7, tags={"team": "a"}, extra=[1, 2])
     job = Job.from_dict(data)
-    assert job.extra == {"owner": 7, "labels": {"team": "a"}, "extra": [1, 2]}
+    assert job.extra == {"owner": 7, "tags": {"team": "a"}, "extra": [1, 2]}
     again = job.to_dict()
     assert again == data
     reread = Job.from_json(job.to_json())

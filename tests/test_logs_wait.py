@@ -192,11 +192,11 @@ def test_wait_on_one_dead_job_exits_with_its_exit_code(tmp_path: Path) -> None:
     assert result.exit_code == 7, result.output
 
 
-def test_wait_on_one_job_cancelled_before_it_ran_exits_1(tmp_path: Path) -> None:
+def test_wait_on_one_job_cancelled_before_it_ran_exits_125(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     add(store, "c")
     assert store.cancel_waiting("c", utcnow()) is not None
-    assert invoke(store.home.root, "wait", "c").exit_code == 1  # no exit code of its own
+    assert invoke(store.home.root, "wait", "c").exit_code == 125  # cancelled: a fixed code
 
 
 def test_wait_passes_a_failed_job_waiting_for_its_retry(tmp_path: Path) -> None:

@@ -47,9 +47,13 @@ def cleanup(
     except OverflowError:
         raise UsageError("--older-than is too long") from None
 
+    needed = store.workflow.needed()
+
     def spare(job: Job) -> str | None:
         if _last_change(job) >= cutoff:
             return "too recent"
+        if job.id in needed:
+            return _needed_by(needed[job.id])
         return keep(job) if keep is not None else None
 
     targets = [(job_id, state) for state in states for job_id in store.folders.ids(state)]
@@ -65,7 +69,19 @@ def purge(
 ) -> tuple[list[str], list[tuple[str, str]]]:
     """Delete dead jobs and their logs; returns (purged ids, [(id, why not)])."""
     targets = [(job_id, JobState.DEAD) for job_id in job_ids]
-    return store.delete(targets, now, keep=keep or (lambda _job: None))
+    needed = store.workflow.needed()
+
+    def spare(job: Job) -> str | None:
+        if job.id in needed:
+            return _needed_by(needed[job.id])
+        return keep(job) if keep is not None else None
+
+    return store.delete(targets, now, keep=spare)
+
+
+def _needed_by(waiting: list[str]) -> str:
+    shown = ", ".join(waiting[:5]) + (" ..." if len(waiting) > 5 else "")
+    return f"unfinished job(s) depend on it: {shown}"
 
 
 def _last_change(job: Job) -> datetime:

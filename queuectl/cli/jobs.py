@@ -1,4 +1,4 @@
-"""Commands about jobs: enqueue, list, show, cancel, logs, wait, history, stats."""
+"""Commands about jobs: list, show, cancel, logs, wait, history, stats."""
 
 from __future__ import annotations
 
@@ -27,101 +27,49 @@ from queuectl.cli.render import (
 from queuectl.errors import QueueError, UsageError
 
 if TYPE_CHECKING:
-    from queuectl.job import Job
-
-
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("job", metavar="JSON|@FILE|-")
-@click.option(
-    "--priority",
-    "-p",
-    type=click.IntRange(-100, 100),
-    help="Higher runs first (-100..100, default 0); overrides the JSON.",
-)
-@click.option("--delay", metavar="DURATION", help="Run no sooner than this from now (30s, 5m).")
-@click.option("--run-at", "run_at", metavar="TIME", help="Run no sooner than this ISO 8601 time.")
-@pass_context
-def enqueue(
-    ctx: Context, job: str, priority: int | None, delay: str | None, run_at: str | None
-) -> None:
-    """Add a job: JSON text, @FILE, or - for one JSON object per line of stdin.
-
-    Example: queuectl enqueue '{"command": "echo hi", "max_retries": 2}'
-
-    @FILE reads one JSON object from a file; - reads one JSON object per line from stdin and
-    commits the whole batch at once. Prints the id of each new job.
-    """
-    from queuectl.job import job_from_input, parse_object
-
-    overrides = _schedule_overrides(priority, delay, run_at)
-    texts = _enqueue_inputs(job)
-    store = ctx.store
-    default_retries = store.config.get("max-retries")
-    jobs = []
-    explicit: set[str] = set()
-    for number, text in texts:
-        try:
-            data = {**parse_object(text), **overrides}
-            jobs.append(job_from_input(data, default_max_retries=default_retries))
-        except UsageError as exc:
-            where = f"line {number}: " if number else ""
-            raise type(exc)(f"{where}{exc}") from None
-        if "id" in data:
-            explicit.add(jobs[-1].id)
-    if not jobs:
-        raise UsageError("no jobs given on standard input")
-    with progress("enqueueing") as bar:
-        bar.set_total(len(jobs))
-
-        def accepted(group: list[Job]) -> None:
-            click.echo("\n".join(j.id for j in group))
-            bar.update(len(group))
-
-        store.enqueue(jobs, explicit_ids=explicit, on_group=accepted)
-
-
-def _schedule_overrides(
-    priority: int | None, delay: str | None, run_at: str | None
-) -> dict[str, Any]:
-    from datetime import timedelta
-
-    from queuectl.job import format_time, utcnow
-
-    if delay is not None and run_at is not None:
-        raise UsageError("give --delay or --run-at, not both")
-    overrides: dict[str, Any] = {}
-    if priority is not None:
-        overrides["priority"] = priority
-    if delay is not None:
-        overrides["run_at"] = format_time(utcnow() + timedelta(seconds=duration_option(delay)))
-    if run_at is not None:
-        overrides["run_at"] = run_at
-    return overrides
-
-
-def _enqueue_inputs(arg: str) -> list[tuple[int, bytes | str]]:
-    """(line number or 0, JSON) for each job to create; bytes stay bytes, so text that is
-    not UTF-8 is refused by the parser instead of being silently replaced."""
-    if arg == "-":
-        lines = sys.stdin.buffer.read().split(b"\n")
-        return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
-    if arg.startswith("@"):
-        try:
-            with open(arg[1:], "rb") as handle:
-                return [(0, handle.read())]
-        except OSError as exc:
-            raise UsageError(f"cannot read {arg[1:]}: {exc.strerror}") from None
-    return [(0, arg)]
+    pass
 
 
 @click.command("list")
 @click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
+@click.option("--queue", "queue", metavar="NAME", help="Only jobs of this queue.")
+@click.option("--label", metavar="LABEL", help="Only jobs with this label.")
+@click.option("--since", metavar="DURATION", help="Only jobs changed within this long (1h).")
+@click.option("--command", "command", metavar="TEXT", help="Only jobs whose command has TEXT.")
 @click.option("--limit", type=click.IntRange(0), default=0, help="At most N jobs (0: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of jobs.")
 @pass_context
-def list_jobs(ctx: Context, state: str | None, limit: int, as_json: bool) -> None:
-    """List jobs, oldest first within each state."""
-    jobs = collect(ctx.store, [state] if state else list(STATES), limit)
+def list_jobs(
+    ctx: Context,
+    state: str | None,
+    queue: str | None,
+    label: str | None,
+    since: str | None,
+    command: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List jobs, oldest first within each state; the filters combine."""
+    from datetime import timedelta
+
+    from queuectl.job import Job, format_time, utcnow
+
+    cutoff = None
+    if since is not None:
+        try:
+            cutoff = format_time(utcnow() - timedelta(seconds=duration_option(since)))
+        except OverflowError:
+            raise UsageError(f"invalid duration {since!r}: too long") from None
+
+    def wanted(job: Job) -> bool:
+        return (
+            (queue is None or job.queue == queue)
+            and (label is None or label in job.labels)
+            and (cutoff is None or job.updated_at >= cutoff)
+            and (command is None or command in job.command)
+        )
+
+    jobs = collect(ctx.store, [state] if state else list(STATES), limit, wanted)
     print_jobs(ctx.store, jobs, as_json)
 
 
@@ -133,8 +81,12 @@ def show(ctx: Context, job_id: str, as_json: bool) -> None:
     """Show one job, whatever its state, with every attempt from the journal."""
     job = ctx.store.folders.load(job_id)
     running = running_info(ctx.store, job) if job.state.value == "processing" else None
+    waiting = ctx.store.workflow.waiting_for(job) if job.state.value == "blocked" else None
     if as_json:
-        print_json({**job.to_dict(), "running": running})
+        extra: dict[str, Any] = {"running": running}
+        if waiting is not None:
+            extra["waiting_for"] = waiting
+        print_json({**job.to_dict(), **extra})
         return
     from tabulate import tabulate
 
@@ -148,6 +100,8 @@ def show(ctx: Context, job_id: str, as_json: bool) -> None:
             f"running since {running.get('started_at')} on worker "
             f"{worker.get('id') or '(starting)'}"
         )
+    if waiting is not None:
+        click.echo(f"waiting for: {' '.join(waiting) or '(nothing: about to move on)'}")
     from queuectl.observe.attempts import job_attempts
 
     runs = [a for a in job_attempts(ctx.store, job_id) if a.get("generation") == job.generation]
@@ -220,29 +174,49 @@ def logs(ctx: Context, job_id: str, attempt: int | None, follow: bool) -> None:
         write_stdout(path.read_bytes())
 
 
-@click.command()
-@click.argument("job_ids", metavar="ID...", nargs=-1, required=True, shell_complete=complete_ids)
-@click.option("--timeout", type=click.FloatRange(0), help="Give up after S seconds (exit 1).")
+@click.command(
+    epilog="""\b
+Exit codes for one job: its own exit code (0 when completed); 124 when --timeout
+expired; 125 cancelled; 126 dead without an exit code (timeout, worker lost, a
+dependency failed); 128+N killed by signal N; 1 unknown id. Several jobs: 0 when all
+completed, else 1."""
+)
+@click.argument("job_ids", metavar="[ID...]", nargs=-1, shell_complete=complete_ids)
+@click.option("--queue", "queue", metavar="NAME", help="Wait until this queue has nothing left.")
+@click.option("--timeout", type=click.FloatRange(0), help="Give up after S seconds (exit 124).")
+@click.option("--json", "as_json", is_flag=True, help="Print each job's id, state, exit code.")
 @pass_context
-def wait(ctx: Context, job_ids: tuple[str, ...], timeout: float | None) -> None:
-    """Block until jobs finish. One job: exit with its own exit code (0 when completed).
-    Several: 0 when all completed, 1 when any is dead or cancelled."""
-    from queuectl.job import JobState
-    from queuectl.observe.waiting import wait_for
+def wait(
+    ctx: Context, job_ids: tuple[str, ...], queue: str | None, timeout: float | None, as_json: bool
+) -> None:
+    """Block until jobs finish (or a queue has nothing waiting or running)."""
+    from queuectl.observe.waiting import exit_code_of, outcomes, wait_for, wait_for_queue
 
+    if bool(job_ids) == bool(queue):
+        raise UsageError("give job ids or --queue (not both)")
+    if queue is not None:
+        ctx.store.queues.require(queue)
+        wait_for_queue(ctx.store, queue, timeout)
+        if as_json:
+            print_json({"queue": queue, "waiting": 0, "running": 0})
+        return
     ids = list(dict.fromkeys(job_ids))
     with progress("waiting") as bar:
         if len(ids) > 1:
             bar.set_total(len(ids), minimum=2)
         final = wait_for(ctx.store, ids, timeout, progress=bar.update)
+    results = outcomes(ctx.store, ids, final)
+    if as_json:
+        print_json(results)
     if len(ids) == 1:
-        if final[ids[0]] is JobState.COMPLETED:
-            return
-        code = ctx.store.folders.load(ids[0]).last_exit_code
-        sys.exit(code if code is not None and code > 0 else 1)
-    bad = sorted(i for i, state in final.items() if state is not JobState.COMPLETED)
+        code = exit_code_of(results[0])
+        if code:
+            sys.exit(code)
+        return
+    bad = [r["id"] for r in results if r["state"] != "completed"]
     if bad:
-        warn(f"not completed: {' '.join(bad)}")
+        if not as_json:
+            warn(f"not completed: {' '.join(bad)}")
         sys.exit(1)
 
 

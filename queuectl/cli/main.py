@@ -29,7 +29,8 @@ __all__ = ["COMMANDS", "cli", "main"]
 ORIGINAL_UMASK = 0o022
 
 COMMANDS: Final = {
-    "enqueue": "jobs:enqueue",
+    "add": "submit:add",
+    "enqueue": "submit:enqueue",
     "list": "jobs:list_jobs",
     "show": "jobs:show",
     "cancel": "jobs:cancel",
@@ -44,6 +45,13 @@ COMMANDS: Final = {
     "journal": "maintenance:journal",
     "fsck": "maintenance:fsck",
     "cleanup": "maintenance:cleanup",
+    "queue": "workflow:queue",
+    "pause": "workflow:pause",
+    "resume": "workflow:resume",
+    "hold": "workflow:hold",
+    "release": "workflow:release",
+    "restart": "workflow:restart",
+    "edit": "workflow:edit",
     "dashboard": "serve:dashboard",
     "metrics": "serve:metrics",
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -23,6 +24,7 @@ __all__ = [
     "attempts_table",
     "collect",
     "fail",
+    "note",
     "print_jobs",
     "print_json",
     "progress",
@@ -32,11 +34,16 @@ __all__ = [
     "write_stdout",
 ]
 
-STATES = ("pending", "processing", "completed", "failed", "dead", "cancelled")
+STATES = ("pending", "processing", "completed", "failed", "dead", "cancelled", "blocked", "held")
 
 
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def note(message: str) -> None:
+    """Something a user should know that is not an error (stderr)."""
+    click.echo(f"queuectl: note: {message}", err=True)
 
 
 def warn(message: str) -> None:
@@ -86,19 +93,26 @@ def progress(label: str) -> Progress:
     return Progress(label)
 
 
-def collect(store: Store, states: list[str], limit: int) -> list[Job]:
-    """Valid jobs of the folders; files that are not valid jobs are skipped (never moved)
-    and named on stderr, so a script reading stdout still gets a clean list."""
+def collect(
+    store: Store,
+    states: list[str],
+    limit: int,
+    wanted: Callable[[Job], bool] | None = None,
+) -> list[Job]:
+    """Valid jobs of the folders that ``wanted`` accepts; files that are not valid jobs are
+    skipped (never moved) and named on stderr, so a script reading stdout still gets a clean
+    list."""
     from queuectl.job import JobState
     from queuectl.storage.folders import Skipped
 
     jobs: list[Job] = []
     skipped: list[Skipped] = []
     for name in states:
-        remaining = limit - len(jobs) if limit else None
-        if remaining == 0:
-            break
-        jobs.extend(store.folders.jobs(JobState(name), limit=remaining, skipped=skipped))
+        for job in store.folders.jobs(JobState(name), skipped=skipped):
+            if limit and len(jobs) >= limit:
+                break
+            if wanted is None or wanted(job):
+                jobs.append(job)
     for bad in skipped[:10]:
         warn(f"skipped {bad.path.parent.name}/{bad.path.name}: {bad.reason}")
     if len(skipped) > 10:

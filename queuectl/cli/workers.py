@@ -40,16 +40,25 @@ def worker() -> None:
 @click.option(
     "--burst", is_flag=True, help="Exit once nothing is pending, running or waiting for a retry."
 )
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="NAME",
+    help="Run only jobs of this queue (repeatable; default: every queue).",
+)
 @pass_context
-def worker_start(ctx: Context, count: int, burst: bool) -> None:
+def worker_start(ctx: Context, count: int, burst: bool, queues: tuple[str, ...]) -> None:
     """Run jobs in the foreground until SIGTERM/SIGINT (twice: stop now)."""
     from queuectl.worker.pool import WorkerPool
 
     store = ctx.store
     # Jobs inherit the umask of the shell that started the worker, not queuectl's private
     # 077; queuectl's own files are created with explicit modes, so they stay 0600/0700.
+    for name in queues:
+        store.queues.require(name)
     os.umask(app.ORIGINAL_UMASK)
-    pool = WorkerPool(store, count, burst=burst)
+    pool = WorkerPool(store, count, burst=burst, queues=frozenset(queues) or None)
     sys.exit(pool.run())
 
 
@@ -91,10 +100,14 @@ def status(ctx: Context, as_json: bool) -> None:
     counts = {state: store.folders.count(state) for state in STATES}
     workers = live_workers(store.home.workers)
     rejected = store.folders.rejected()
+    queues = [
+        {"name": q.name, "parallel": q.parallel, "paused": q.paused} for q in store.queues.all()
+    ]
     if as_json:
         print_json(
             {
                 "jobs": counts,
+                "queues": queues,
                 "workers": workers,
                 "rejected": [{"file": f, "reason": r} for f, r in rejected],
             }
@@ -104,6 +117,13 @@ def status(ctx: Context, as_json: bool) -> None:
 
     click.echo(tabulate(list(counts.items()), headers=["state", "jobs"]))
     click.echo()
+    special = [q for q in queues if q["parallel"] or q["paused"] or q["name"] != "default"]
+    if special:
+        rows = [
+            [q["name"], q["parallel"] or "no limit", "yes" if q["paused"] else ""] for q in queues
+        ]
+        click.echo(tabulate(rows, headers=["queue", "parallel", "paused"]))
+        click.echo()
     if workers:
         rows = [
             [w.get("id"), w.get("pid"), w.get("threads"), w.get("started_at"), w.get("host")]

@@ -21,6 +21,7 @@ A drop (a file another tool wrote into pending/) is adopted on the way: validate
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -37,7 +38,9 @@ from queuectl.storage.durable import fsync_dir, rename_noreplace, unlink_all
 from queuectl.storage.folders import Folders
 from queuectl.storage.home import Home
 from queuectl.storage.jobfile import Untrusted, read_job, read_open
-from queuectl.storage.locks import Holder, LockFile, change_offset, job_offset
+from queuectl.storage.locks import Holder, LockFile, change_offset, gate_offset, job_offset
+from queuectl.storage.queues import QueueStore
+from queuectl.storage.slots import take_slot
 
 __all__ = ["BUSY_RETRY_SECONDS", "Claim", "ClaimMiss", "Claims", "Prepared"]
 
@@ -50,12 +53,13 @@ CLAIMABLE: Final = frozenset({JobState.PENDING, JobState.FAILED})
 @dataclass
 class Claim:
     """A job this process now owns: its file is in processing/ and ``lock`` holds its run
-    lock (hand ``lock.fd`` to the command)."""
+    lock and its queue slot (hand ``lock.fd`` to the command)."""
 
     job: Job
     lock: Holder
     path: Path
     origin: JobState
+    slot: int = 0
 
     @property
     def fd(self) -> int:
@@ -89,6 +93,8 @@ class ClaimMiss:
     retry_at: float | None = None
     rejected: bool = False
     locked: bool = False
+    parked: str | None = None
+    """The queue whose limit or pause kept the job back: try it again when that changes."""
 
 
 Accept = Callable[[bytes, str, datetime], Job]
@@ -105,7 +111,11 @@ class Claims:
         rejector: Rejector,
         change: Callable[[], Holder],
         accept: Accept,
+        queues: QueueStore,
+        adopting: Callable[[Job], contextlib.AbstractContextManager[None]],
     ) -> None:
+        self.queues = queues
+        self._adopting = adopting
         self.home = home
         self.folders = folders
         self.commits = commits
@@ -181,13 +191,30 @@ class Claims:
 
     def complete(self, prepared: Prepared, worker: str, now: datetime) -> Claim | ClaimMiss:
         """Take a prepared job: the rename into ``processing/`` is the claim. On a miss the
-        prepared job's lock is released."""
+        prepared job's lock is released.
+
+        Under the queue's gate (shared: ``pause`` waits for it), the queue must not be paused
+        and a slot below its limit must be free: the slot is taken on the job's run-lock
+        description, so the command holds it as long as it holds the job."""
         job, src = prepared.job, prepared.path
         change = self._change()
         if not change.take(change_offset(job.id)):
             prepared.release()
             return ClaimMiss("busy", retry_at=time.time() + BUSY_RETRY_SECONDS)
+        gate = gate_offset(job.queue)
+        if not change.take(gate, shared=True):
+            change.drop(change_offset(job.id))
+            prepared.release()
+            return ClaimMiss("queue being paused", retry_at=time.time() + BUSY_RETRY_SECONDS)
         try:
+            queue = self.queues.get(job.queue)
+            if queue is None or queue.paused:
+                prepared.release()
+                return ClaimMiss(f"queue {job.queue} paused or gone", parked=job.queue)
+            slot = take_slot(prepared.lock, self.locks, queue)
+            if slot is None:
+                prepared.release()
+                return ClaimMiss(f"queue {job.queue} is at its limit", parked=job.queue)
             try:
                 current = os.lstat(src)  # still the file we read (nobody replaced the name)?
             except FileNotFoundError:
@@ -207,10 +234,11 @@ class Claims:
             prepared.release()
             raise
         finally:
+            change.drop(gate)
             change.drop(change_offset(job.id))
         job.worker = worker
         job.started_at = format_time(now)
-        return Claim(job=job, lock=prepared.lock, path=dst, origin=prepared.origin)
+        return Claim(job=job, lock=prepared.lock, path=dst, origin=prepared.origin, slot=slot)
 
     def put_back(self, claim: Claim) -> None:
         """Undo a claim whose command did not run to the end (a stop). Nothing was journaled
@@ -293,7 +321,7 @@ class Claims:
     def _publish_drop(
         self, run: Holder, src: Path, job: Job, inode: int, now: datetime
     ) -> Prepared | ClaimMiss:
-        canonical = self.home.job_path(JobState.PENDING, job.id)
+        canonical = self.home.job_path(job.state, job.id)
         for _state, path in self.folders.copies(job.id):
             if path != src:
                 return self._reject(src, job.id, f"job id {job.id!r} already exists")
@@ -302,7 +330,13 @@ class Claims:
                 return ClaimMiss("gone")
         except FileNotFoundError:
             return ClaimMiss("gone")
-        self.commits.adopt(job, src, canonical, src.name)
+        try:
+            with self._adopting(job):
+                self.commits.adopt(job, src, canonical, src.name)
+        except InvalidJob as exc:
+            return self._reject(src, job.id, str(exc))
+        if job.state is not JobState.PENDING:
+            return ClaimMiss(f"adopted into {job.state.value}/")  # blocked, held or dead
         try:
             st = os.lstat(canonical)
         except FileNotFoundError:

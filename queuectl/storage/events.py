@@ -27,6 +27,7 @@ __all__ = [
     "job_index_parts",
     "outcome_name",
     "plain_entry",
+    "queue_entry",
 ]
 
 
@@ -52,6 +53,18 @@ class Event(StrEnum):
     """``fsck --repair`` journaled a job file that was newer than the journal."""
     TOTALS = "totals"
     """In a snapshot: the attempt counters of every record the snapshot folded away."""
+    HELD = "held"
+    RELEASED = "released"
+    RESTARTED = "restarted"
+    """A finished job sent back to run again (``queuectl restart``)."""
+    EDITED = "edited"
+    UNBLOCKED = "unblocked"
+    """Its dependencies are satisfied: from blocked/ to pending/."""
+    QUEUE_ADDED = "queue_added"
+    QUEUE_CHANGED = "queue_changed"
+    QUEUE_REMOVED = "queue_removed"
+    PAUSED = "paused"
+    RESUMED = "resumed"
 
 
 ATTEMPT_EVENTS: Final = frozenset(
@@ -59,7 +72,7 @@ ATTEMPT_EVENTS: Final = frozenset(
 )
 """Events that can end an attempt (``cancelled`` only when the job was running)."""
 
-GONE_EVENTS: Final = frozenset({Event.DELETED, Event.WITHDRAWN})
+GONE_EVENTS: Final = frozenset({Event.DELETED, Event.WITHDRAWN, Event.QUEUE_REMOVED})
 """A winning record with one of these means: the job does not exist."""
 
 _dumps = json.JSONEncoder(ensure_ascii=False).encode
@@ -95,6 +108,16 @@ def job_entry(
         text += f",{_dumps(key)}:{_dumps(value)}"
     payload = f'{text},"job":{object_text(encoded)}}}'.encode("utf-8", "backslashreplace")
     return Entry(frame_payload(payload), *job_index_parts(str(event), job, stamp, attempt))
+
+
+def queue_entry(event: Event | str, queue: Any, stamp: str) -> Entry:
+    """The record of a change to a queue (``storage.queues.Queue``): about ``queue:<name>``
+    in the index, so replay treats a queue like a job (highest generation and rev wins)."""
+    record = {"ts": stamp, "event": str(event), "pid": os.getpid(), "queue": queue.to_dict()}
+    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    head = f"queue:{queue.name}\t{event}"
+    tail = f"{queue.generation}\t{queue.rev}\t{queue.state}\t{epoch(stamp)}"
+    return Entry(frame_payload(text.encode("utf-8", "backslashreplace")), head, tail)
 
 
 def plain_entry(event: Event | str, stamp: str, **fields: Any) -> Entry:

@@ -7,7 +7,9 @@ dashboard can never disturb a worker. A file that is not a valid job is skipped 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ __all__ = ["LOOKUP_ORDER", "Folders", "Skipped"]
 LOOKUP_ORDER: Final = (
     JobState.DEAD,
     JobState.CANCELLED,
+    JobState.HELD,
+    JobState.BLOCKED,
     JobState.PENDING,
     JobState.FAILED,
     JobState.PROCESSING,
@@ -127,6 +131,21 @@ class Folders:
             produced += 1
             yield job
 
+    def queue_counts(self, states: tuple[JobState, ...]) -> dict[str, dict[str, int]]:
+        """queue -> state -> jobs, for the given folders. Each file is read for its queue
+        (a line match on the layout queuectl writes; other files are parsed); with only the
+        default queue in use nothing is read at all (the caller can skip this then)."""
+        out: dict[str, dict[str, int]] = {}
+        for state in states:
+            directory = self.home.state_dir(state)
+            with os.scandir(directory) as it:
+                names = [e.name for e in it if is_job_name(e.name)]
+            for name in names:
+                queue = queue_of(directory / name)
+                counts = out.setdefault(queue, {})
+                counts[state.value] = counts.get(state.value, 0) + 1
+        return out
+
     def rejected(self) -> list[tuple[str, str]]:
         """(file name, reason) for every rejected file, oldest first."""
         out = []
@@ -154,3 +173,25 @@ def _drop(path: Path) -> bool:
     from queuectl.storage.drops import awaiting_adoption
 
     return awaiting_adoption(path)
+
+
+_QUEUE_LINE: Final = re.compile(rb'\n  "queue": "([A-Za-z0-9][A-Za-z0-9._-]{0,127})",\n')
+
+
+def queue_of(path: Path) -> str:
+    """The queue a job file names (``default`` when it cannot be told)."""
+    from queuectl.job import DEFAULT_QUEUE
+    from queuectl.storage.jobfile import read_job_file
+
+    try:
+        raw = read_job_file(path)
+    except OSError:
+        return DEFAULT_QUEUE
+    found = _QUEUE_LINE.search(raw)
+    if found is not None:
+        return found.group(1).decode()
+    try:
+        queue = json.loads(raw).get("queue", DEFAULT_QUEUE)
+    except (ValueError, AttributeError, RecursionError):
+        return DEFAULT_QUEUE
+    return queue if isinstance(queue, str) and ID_PATTERN.fullmatch(queue) else DEFAULT_QUEUE

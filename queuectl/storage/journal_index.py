@@ -97,7 +97,7 @@ def derive_parts(record: dict[str, Any]) -> tuple[str, str]:
     stamp = record.get("ts") if isinstance(record.get("ts"), str) else ""
     data = record.get("job")
     if not isinstance(data, dict):
-        return f"-\t{event}", "0\t0\t\t"
+        return _other_parts(record, event, str(stamp or ""))
     job_id = data.get("id")
     if not isinstance(job_id, str) or not ID_PATTERN.fullmatch(job_id):
         return f"-\t{event}", "0\t0\t\t"
@@ -131,6 +131,21 @@ def derive_parts(record: dict[str, Any]) -> tuple[str, str]:
         flat(command)[:60] if isinstance(command, str) else "",
     ]
     return head, "\t".join(fields)
+
+
+def _other_parts(record: dict[str, Any], event: str, stamp: str) -> tuple[str, str]:
+    """Records about a queue (``queue:<name>``) or about nothing (``-``)."""
+    queue = record.get("queue")
+    if isinstance(queue, dict) and isinstance(queue.get("name"), str):
+        name = queue["name"]
+        if ID_PATTERN.fullmatch(name):
+            try:
+                generation, rev = _whole(queue.get("generation", 0)), _whole(queue.get("rev", 1))
+            except ValueError:
+                return f"queue:{name}\t{event}", "0\t0\t\t"
+            state = "paused" if queue.get("paused") is True else "active"
+            return f"queue:{name}\t{event}", f"{generation}\t{rev}\t{state}\t{epoch(stamp)}"
+    return f"-\t{event}", f"0\t0\t\t{epoch(stamp)}"
 
 
 def _whole(value: object, default: int | None = None) -> int:

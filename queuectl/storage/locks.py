@@ -42,6 +42,7 @@ __all__ = [
     "LockFile",
     "ProcessMark",
     "change_offset",
+    "gate_offset",
     "gpu_offset",
     "job_offset",
     "leader_offset",
@@ -61,6 +62,7 @@ _CHANGE_BASE: Final = 1 << 60
 _SLOT_BASE: Final = 1 << 56
 _GPU_BASE: Final = 1 << 52
 _MARK_BASE: Final = 1 << 48
+_GATE_BASE: Final = 1 << 47
 LEADER_BYTE: Final = 1
 
 
@@ -90,6 +92,12 @@ def slot_offset(queue: str, slot: int) -> int:
 def gpu_offset(device: str, place: int) -> int:
     """Place ``place`` (0-65535) of a GPU device (``gpu-jobs-per-device`` places each)."""
     return _GPU_BASE + (_hash(device, 32) << 16) + place
+
+
+def gate_offset(queue: str) -> int:
+    """A queue's gate: claims hold it shared while they check the queue's flags and rename;
+    ``pause`` holds it exclusively while it writes them."""
+    return _GATE_BASE + _hash(queue, 46)
 
 
 def leader_offset() -> int:
@@ -145,10 +153,12 @@ class Holder:
         self.fd = fd
         self.held: set[int] = set()
 
-    def take(self, offset: int) -> bool:
-        """Take the byte without waiting; False when another description holds it."""
+    def take(self, offset: int, shared: bool = False) -> bool:
+        """Take the byte without waiting; False when another description holds it (in a
+        conflicting mode: ``shared`` holders only conflict with exclusive ones)."""
+        kind = fcntl.F_RDLCK if shared else fcntl.F_WRLCK
         try:
-            fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _request(fcntl.F_WRLCK, offset))
+            fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _request(kind, offset))
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 return False
@@ -156,9 +166,10 @@ class Holder:
         self.held.add(offset)
         return True
 
-    def wait(self, offset: int) -> None:
+    def wait(self, offset: int, shared: bool = False) -> None:
         """Take the byte, waiting as long as it takes (only for short-lived holders)."""
-        fcntl.fcntl(self.fd, fcntl.F_OFD_SETLKW, _request(fcntl.F_WRLCK, offset))
+        kind = fcntl.F_RDLCK if shared else fcntl.F_WRLCK
+        fcntl.fcntl(self.fd, fcntl.F_OFD_SETLKW, _request(kind, offset))
         self.held.add(offset)
 
     def drop(self, offset: int) -> None:

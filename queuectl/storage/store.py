@@ -30,11 +30,14 @@ from typing import Any, Final
 from queuectl.config import Config
 from queuectl.errors import AlreadyExists, InvalidJob, NotFound, QueueError
 from queuectl.job import (
+    FINISHED_STATES,
     ID_PATTERN,
     Job,
     JobState,
     format_time,
     job_from_input,
+    parse_time,
+    utcnow,
 )
 from queuectl.storage.claims import Claim, ClaimMiss, Claims, Prepared
 from queuectl.storage.commit import Change, Committer
@@ -46,6 +49,9 @@ from queuectl.storage.home import Home
 from queuectl.storage.jobfile import MAX_JOB_FILE_BYTES, read_job
 from queuectl.storage.journal import Journal
 from queuectl.storage.locks import Holder, LockFile, ProcessMark, change_offset, job_offset
+from queuectl.storage.queues import QueueStore
+from queuectl.storage.unique import UniqueIndex
+from queuectl.storage.workflow import Workflow
 
 __all__ = [
     "DROP_GRACE_SECONDS",
@@ -77,7 +83,10 @@ class Store:
         self.folders = Folders(home)
         self.commits = Committer(home, self.journal, self.mark)
         self.rejector = Rejector(home, self.journal)
+        self.queues = QueueStore(home, self.journal, self.locks, self.mark)
+        self.unique = UniqueIndex(home, self.locks, self.mark)
         self._local = threading.local()
+        self.workflow = Workflow(home, self.folders, self.commits, self.queues, self.changing)
         self.claims = Claims(
             home,
             self.folders,
@@ -86,6 +95,8 @@ class Store:
             self.rejector,
             self.change_holder,
             self.accept_drop,
+            self.queues,
+            self.adopting,
         )
         from queuectl.storage.recovery import Recovery
 
@@ -130,7 +141,8 @@ class Store:
     # ---------------------------------------------------------------- new jobs
 
     def accept_drop(self, raw: bytes, fallback_id: str, now: datetime) -> Job:
-        """A dropped file's job, validated exactly as ``enqueue`` validates input."""
+        """A dropped file's job, validated exactly as ``enqueue`` validates input (its
+        unique key is checked when it is published: ``adopting``)."""
         job = job_from_input(
             raw,
             default_max_retries=self.config.get("max-retries"),
@@ -139,17 +151,39 @@ class Store:
             now=now,
         )
         self.check_new(job)
-        return job
+        return job if job.state is JobState.HELD else self.workflow.placed(job, now)
 
-    def check_new(self, job: Job) -> None:
-        """What a new job must satisfy beyond its own fields (whatever enqueue accepts, a
-        worker must be able to read and run)."""
+    @contextlib.contextmanager
+    def adopting(self, job: Job) -> Iterator[None]:
+        """Around publishing an adopted drop: its unique key, like ``enqueue``'s."""
+        if not job.unique_key:
+            yield
+            return
+        with self.unique.locked([job.unique_key]):
+            holder = self._unique_holder(job.unique_key, job.unique_for, utcnow())
+            if holder is not None and holder != job.id:
+                raise InvalidJob(f"unique key {job.unique_key!r} is held by job {holder!r}")
+            self.unique.record(job.unique_key, job.id)
+            yield
+
+    def check_new(self, job: Job, batch: set[str] | None = None) -> None:
+        """What a new job must satisfy beyond its own fields: whatever enqueue accepts, a
+        worker must be able to read and run (exit 2 otherwise)."""
         size = len(job.to_json())
         if size > MAX_JOB_FILE_BYTES // 2:
             raise InvalidJob(
                 f"job {job.id!r} is {size} bytes as a file; at most {MAX_JOB_FILE_BYTES // 2} "
                 "(its command and env are too large)"
             )
+        if self.queues.get(job.queue) is None:
+            raise InvalidJob(
+                f"no queue named {job.queue!r}; create it with: queuectl queue add {job.queue}"
+            )
+        for dep in (*job.after, *job.after_any):
+            if dep == job.id:
+                raise InvalidJob(f"job {job.id!r} cannot depend on itself")
+            if (batch is None or dep not in batch) and self.folders.locate(dep) is None:
+                raise InvalidJob(f"unknown dependency {dep!r}: no job with that id")
 
     def enqueue(
         self,
@@ -157,31 +191,87 @@ class Store:
         explicit_ids: set[str] | None = None,
         on_group: Callable[[list[Job]], None] | None = None,
         chunk: int = ENQUEUE_CHUNK,
-    ) -> None:
+    ) -> dict[str, str]:
         """Add new jobs; ``on_group`` hears of each group as soon as it is durable.
 
         Ids given by users (``explicit_ids``; None means all) must be new in every state:
         their change locks are held while they are checked and published, so two enqueues of
-        one id cannot both succeed. Generated ids are unique by construction. If the disk
-        fails midway, exactly the reported groups exist.
+        one id cannot both succeed. Generated ids are unique by construction. A job whose
+        ``unique_key`` another job still holds is not created: the result maps its id to the
+        holder's. Each job goes where its dependencies send it (pending, blocked, or dead if
+        one already failed; held with ``held``). If the disk fails midway, exactly the
+        reported groups exist.
         """
         seen: set[str] = set()
         for job in jobs:
             if job.id in seen:
                 raise AlreadyExists(f"job {job.id!r} already exists")
+            self.check_new(job, seen)
             seen.add(job.id)
-            self.check_new(job)
         checked = [j.id for j in jobs if explicit_ids is None or j.id in explicit_ids]
+        keys = [j.unique_key for j in jobs if j.unique_key]
         with contextlib.ExitStack() as locks:
+            if keys:
+                locks.enter_context(self.unique.locked(keys))
             for job_id in checked:
                 locks.enter_context(self.changing(job_id))
                 if self.folders.locate(job_id) is not None:
                     raise AlreadyExists(f"job {job_id!r} already exists")
-            for start in range(0, len(jobs), chunk):
-                group = jobs[start : start + chunk]
+            placed, duplicates = self._place_new(jobs, utcnow())
+            for start in range(0, len(placed), chunk):
+                group = placed[start : start + chunk]
+                for job in group:
+                    if job.unique_key:
+                        self.unique.record(job.unique_key, job.id)
                 self.commits.publish_new(group)
                 if on_group is not None:
                     on_group(group)
+        return duplicates
+
+    def _place_new(self, jobs: list[Job], now: datetime) -> tuple[list[Job], dict[str, str]]:
+        known: dict[str, JobState] = {}
+        keys: dict[str, str] = {}
+        placed: list[Job] = []
+        duplicates: dict[str, str] = {}
+        for job in jobs:
+            if job.unique_key:
+                holder = keys.get(job.unique_key) or self._unique_holder(
+                    job.unique_key, job.unique_for, now
+                )
+                if holder is not None:
+                    duplicates[job.id] = holder
+                    continue
+                keys[job.unique_key] = job.id
+            where = job if job.state is JobState.HELD else self.workflow.placed(job, now, known)
+            known[job.id] = where.state
+            placed.append(where)
+        return placed, duplicates
+
+    def _unique_holder(self, key: str, window: float | None, now: datetime) -> str | None:
+        """The id of the job that still holds ``key``, if any (called under its lock)."""
+        job_id = self.unique.holder_of(key)
+        if job_id is None:
+            return None
+        found = self.folders.locate(job_id)
+        if found is None:
+            return None
+        try:
+            job = read_job(found[1], found[0])
+        except (OSError, InvalidJob):
+            return None
+        if job.unique_key != key:
+            return None
+        if job.state not in FINISHED_STATES:
+            return job.id
+        if job.state is JobState.COMPLETED and job.finished_at:
+            window = window if window is not None else job.unique_for
+            try:
+                age = (now - parse_time(job.finished_at)).total_seconds()
+            except ValueError:
+                return None
+            if window is not None and age <= window:
+                return job.id
+        return None
 
     # ---------------------------------------------------------------- user operations
 
@@ -196,6 +286,10 @@ class Store:
             retried = with_state(
                 job, JobState.PENDING, now, attempts=0, next_run_at=None, queued_at=stamp
             )
+            # A dependent whose dependency failed waits for it again (blocked/).
+            retried = self.workflow.placed(retried, now)
+            if retried.state is JobState.DEAD:
+                retried = replace(retried, state=JobState.BLOCKED)
             self.commits.commit([Change(retried, Event.RETRIED, remove=path)])
         return retried
 
@@ -210,7 +304,7 @@ class Store:
         if found is None:
             raise NotFound(f"no job with id {job_id!r}")
         state, path = found
-        if state in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED):
+        if state in FINISHED_STATES:
             raise QueueError(f"job {job_id!r} has already finished ({state.value})")
         run = self.locks.holder()
         try:

@@ -1,19 +1,14 @@
-"""Which job to try next, without listing ``pending/`` per claim.
+"""The dispatcher thread: keeps a worker's index current and its home tidy.
 
-Each worker process keeps a ``RunnableIndex``: a heap of (runnable-since time, arrival order,
-file name) built by one folder scan at start-up and kept current by inotify events. Claiming
-pops the heap top (O(log n)), so its cost does not grow with the number of files in
-``pending/`` or ``completed/``. Entries can be stale (another process claimed the job first);
-the claim then fails cheaply and the entry is dropped.
-
-The ``Dispatcher`` thread feeds the index, recovers orphaned jobs in ``processing/`` and, in
-burst mode, notices when the home has been drained.
+It feeds the ``RunnableIndex`` (one folder scan of ``pending/`` and ``failed/`` at start-up,
+then inotify), hands blocked jobs to the ``DependencyTracker`` (``blocked/``, and the final
+folders while anything is blocked), passes on cancel and stop requests (``cancel/``,
+``stop/``) and changes of queue settings (``queues/``), recovers orphaned jobs in
+``processing/``, and in burst mode notices when the home has been drained.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import json
 import os
 import re
@@ -25,11 +20,13 @@ from pathlib import Path
 from typing import Final
 
 from queuectl.config import backoff_policy
-from queuectl.job import Job, JobState, parse_time, utcnow
-from queuectl.scheduler import queue_key, worker_lost
+from queuectl.job import DEFAULT_QUEUE, ID_PATTERN, Job, JobState, parse_time, utcnow
+from queuectl.scheduler import worker_lost
 from queuectl.storage.durable import read_regular
 from queuectl.storage.jobfile import MAX_JOB_FILE_BYTES, is_job_name
 from queuectl.storage.store import Store
+from queuectl.worker.dependencies import FINAL_FOLDERS, DependencyTracker
+from queuectl.worker.index import RunnableIndex
 from queuectl.worker.watch import DirWatcher, open_watcher
 
 __all__ = ["RECOVERY_INTERVAL_SECONDS", "Dispatcher", "RunnableIndex"]
@@ -49,116 +46,7 @@ RESCAN_PACE_SECONDS: Final = 0.25
 POLL_INTERVAL_SECONDS: Final = 0.2
 """Rescan interval when inotify is unavailable."""
 
-Key = tuple[str, str]  # (state folder, file name)
-
-
-class RunnableIndex:
-    """Thread-safe index of jobs to try next.
-
-    Jobs whose time has not come (a retry's ``next_run_at``, a ``run_at``, a claim to try again
-    shortly) wait in a heap ordered by that time; runnable ones sit in a heap ordered by
-    ``queue_key(runnable since, priority)``: oldest first, with each priority step worth a
-    minute of waiting (aging), so high priorities go first and nothing starves.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._cond = threading.Condition()
-        self._waiting: list[tuple[float, int, str, str]] = []
-        self._ready: list[tuple[float, int, str, str]] = []
-        self._queued: dict[Key, tuple[float, int]] = {}
-        self._order = itertools.count()
-        self._closed = False
-        self._clock = clock
-
-    def add(self, state: JobState, name: str, due: float, priority: int = 0) -> None:
-        with self._cond:
-            if self._put(state, name, due, priority, self._clock()):
-                self._cond.notify()
-
-    def add_many(self, items: list[tuple[JobState, str, float, int]]) -> None:
-        """Add a chunk of a folder scan under one lock hold."""
-        with self._cond:
-            now = self._clock()
-            # Into a big heap a chunk is pushed entry by entry; re-heapifying 100,000 entries
-            # for every chunk of 1,000 would cost more.
-            bulk = len(items) * 8 >= len(self._ready) + len(self._waiting)
-            for state, name, due, priority in items:
-                self._put(state, name, due, priority, now, heap_push=not bulk)
-            if bulk:
-                heapq.heapify(self._ready)
-                heapq.heapify(self._waiting)
-            self._cond.notify_all()
-
-    def _put(
-        self,
-        state: JobState,
-        name: str,
-        due: float,
-        priority: int,
-        now: float,
-        heap_push: bool = True,
-    ) -> bool:
-        key = (state.value, name)
-        known = self._queued.get(key)
-        if known is not None and known[0] <= due and known[1] >= priority:
-            return False
-        self._queued[key] = (due, priority)
-        if due <= now:
-            entry = (queue_key(due, priority), next(self._order), state.value, name)
-            target = self._ready
-        else:
-            entry = (due, next(self._order), state.value, name)
-            target = self._waiting
-        if heap_push:
-            heapq.heappush(target, entry)
-        else:
-            target.append(entry)
-        return True
-
-    def take(self, block: bool = True) -> tuple[JobState, str] | None:
-        """Block until a job is runnable (or the index is closed, then None); with
-        ``block=False``, None at once when nothing is runnable now."""
-        entry = self.take_entry(block)
-        return None if entry is None else (entry[0], entry[1])
-
-    def take_entry(self, block: bool = True) -> tuple[JobState, str, float, int] | None:
-        """``take``, with the entry's runnable-since time and priority, so that an entry taken
-        too early can be put back with ``add`` exactly where it was."""
-        with self._cond:
-            while not self._closed:
-                now = self._clock()
-                self._promote(now)
-                if self._ready:
-                    _, _, state, name = heapq.heappop(self._ready)
-                    key = (state, name)
-                    if key not in self._queued or self._queued[key][0] > now:
-                        continue  # superseded (claimed, or re-added for later)
-                    due, priority = self._queued.pop(key)
-                    return JobState(state), name, due, priority
-                if not block:
-                    return None
-                self._cond.wait(self._waiting[0][0] - now if self._waiting else None)
-            return None
-
-    def _promote(self, now: float) -> None:
-        while self._waiting and self._waiting[0][0] <= now:
-            due, order, state, name = heapq.heappop(self._waiting)
-            known = self._queued.get((state, name))
-            if known is not None and known[0] == due:
-                heapq.heappush(self._ready, (queue_key(due, known[1]), order, state, name))
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._queued)
-
-    def runnable(self) -> int:
-        """About how many entries are runnable now (stale ones included)."""
-        return len(self._ready)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+Schedule = tuple[float, int, str]  # (runnable from, priority, queue)
 
 
 class Dispatcher(threading.Thread):
@@ -178,11 +66,10 @@ class Dispatcher(threading.Thread):
         on_stop: Callable[[bool], None] | None = None,
         own_id: str = "",
         on_tick: Callable[[], float | None] | None = None,
+        on_queue_change: Callable[[str], None] | None = None,
+        serves: frozenset[str] | None = None,
     ) -> None:
         super().__init__(name="queuectl-dispatcher", daemon=True)
-        self.on_stop = on_stop
-        self.own_id = own_id
-        self.on_tick = on_tick
         self.store = store
         self.index = index
         self.stopping = stopping
@@ -191,9 +78,18 @@ class Dispatcher(threading.Thread):
         self.log = log
         self.recovery_interval = recovery_interval
         self.on_cancel = on_cancel
+        self.on_stop = on_stop
+        self.own_id = own_id
+        self.on_tick = on_tick
+        self.on_queue_change = on_queue_change
+        self.serves = serves
+        """Queues this worker runs jobs of (None: all)."""
+        self.dependencies = DependencyTracker(store, log, self._released)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.error: BaseException | None = None
         self._scan: Iterator[bool] | None = None
+        self._watcher: DirWatcher | None = None
+        self._watching_final = False
 
     def wake(self) -> None:
         """Called by worker threads when they go idle and by the stop path."""
@@ -212,16 +108,19 @@ class Dispatcher(threading.Thread):
 
     def _loop(self) -> None:
         home = self.store.home
-        watcher = open_watcher(
-            [
-                home.state_dir(JobState.PENDING),
-                home.state_dir(JobState.FAILED),
-                home.cancel_requests,
-                home.stop_requests,
-            ]
-        )
+        watched = [
+            home.state_dir(JobState.PENDING),
+            home.state_dir(JobState.FAILED),
+            home.state_dir(JobState.BLOCKED),
+            home.cancel_requests,
+            home.stop_requests,
+        ]
+        os.makedirs(self.store.queues.directory, mode=0o700, exist_ok=True)
+        watched.append(self.store.queues.directory)
+        self._watcher = watcher = open_watcher(watched)
         self._start_scan()
         self.recover()
+        self._scan_blocked()
         self.check_stop_request()
         rescan_every = RESCAN_INTERVAL_SECONDS if watcher else POLL_INTERVAL_SECONDS
         next_rescan = time.monotonic() + rescan_every
@@ -258,6 +157,7 @@ class Dispatcher(threading.Thread):
                 now = time.monotonic()
                 if now >= next_rescan:
                     self._start_scan()
+                    self._scan_blocked()
                     self.check_cancel_requests()
                     self.check_stop_request()
                     next_rescan = now + rescan_every
@@ -267,24 +167,79 @@ class Dispatcher(threading.Thread):
         finally:
             if watcher is not None:
                 watcher.close()
+                self._watcher = None
 
     def _handle_events(self, watcher: DirWatcher) -> None:
-        pending_dir = self.store.home.state_dir(JobState.PENDING)
+        home = self.store.home
+        pending_dir = home.state_dir(JobState.PENDING)
+        failed_dir = home.state_dir(JobState.FAILED)
+        blocked_dir = home.state_dir(JobState.BLOCKED)
+        final_dirs = {home.state_dir(s) for s in FINAL_FOLDERS}
         for event in watcher.read():
-            if event.directory is None:
+            directory = event.directory
+            if directory is None:
                 # Events were lost: a scan under way listed the folders before them.
                 self._start_scan(restart=True)
+                self._scan_blocked()
                 self.check_cancel_requests()
-            elif event.directory == self.store.home.cancel_requests:
+            elif directory in (pending_dir, failed_dir):
+                if is_job_name(event.name):
+                    state = JobState.PENDING if directory == pending_dir else JobState.FAILED
+                    self._offer(state, event.name, directory / event.name, time.time())
+            elif directory == blocked_dir:
+                if is_job_name(event.name):
+                    self.dependencies.arrived(event.name)
+                    self._watch_final()
+            elif directory in final_dirs:
+                self.dependencies.finished(event.name)
+                self._watch_final()
+            elif directory == home.cancel_requests:
                 if self.on_cancel is not None:
                     self.on_cancel(event.name)
-            elif event.directory == self.store.home.stop_requests:
+            elif directory == home.stop_requests:
                 if event.name == self.own_id:
                     self.check_stop_request()
-            elif is_job_name(event.name):
-                state = JobState.PENDING if event.directory == pending_dir else JobState.FAILED
-                path = event.directory / event.name
-                self.index.add(state, event.name, *self._schedule(state, path, time.time()))
+            elif directory == self.store.queues.directory:
+                self._queue_changed(event.name)
+
+    def _queue_changed(self, name: str) -> None:
+        if not name.endswith(".json") or name.startswith("."):
+            return
+        queue = name[:-5]
+        if self.on_queue_change is not None:
+            self.on_queue_change(queue)
+        found = self.store.queues.get(queue)
+        if found is not None and not found.paused:
+            self.dependencies.settle_queue(queue)
+
+    def _released(self, job_id: str, queue: str) -> None:
+        """A blocked job moved to pending/: index it at once (inotify will say so too)."""
+        if self._serves(queue):
+            self.index.add(JobState.PENDING, f"{job_id}.json", time.time(), 0, queue)
+
+    def _scan_blocked(self) -> None:
+        self.dependencies.scan()
+        self._watch_final()
+
+    def _watch_final(self) -> None:
+        """Watch the final-state folders only while some job is blocked: every worker
+        would otherwise wake for every job that completes anywhere in the home."""
+        watcher = self._watcher
+        wanted = self.dependencies.active
+        if watcher is None or wanted == self._watching_final:
+            return
+        for state in FINAL_FOLDERS:
+            directory = self.store.home.state_dir(state)
+            if wanted:
+                watcher.add(directory)
+            else:
+                watcher.remove(directory)
+        self._watching_final = wanted
+        if wanted:  # a job may have finished before the watch existed
+            for job_id in self.dependencies.blocked_ids():
+                self.dependencies.settle(job_id)
+
+    # ---------------------------------------------------------------- scans
 
     def rescan(self) -> None:
         """Index every pending and failed job now (the loop reads a scan in paced chunks)."""
@@ -305,11 +260,11 @@ class Dispatcher(threading.Thread):
     def _scan_chunks(self) -> Iterator[bool]:
         """Index pending and failed jobs, oldest first, one chunk per step.
 
-        Each file is read for its priority and run_at. The loop reads one chunk at once and
-        then one every ``RESCAN_PACE_SECONDS``, sooner when the workers are about to run out:
-        with 100,000 jobs waiting, reading them all up front took seconds of interpreter time
-        from the workers' first jobs; paced, the whole backlog is indexed within about 25
-        seconds while jobs flow from the start.
+        Each file is read for its priority, run_at and queue. The loop reads one chunk at
+        once and then one every ``RESCAN_PACE_SECONDS``, sooner when the workers are about
+        to run out: with 100,000 jobs waiting, reading them all up front took seconds of
+        interpreter time from the workers' first jobs; paced, the whole backlog is indexed
+        within about 25 seconds while jobs flow from the start.
         """
         home = self.store.home
         for state in (JobState.PENDING, JobState.FAILED):
@@ -322,15 +277,24 @@ class Dispatcher(threading.Thread):
                 chunk = []
                 for mtime_ns, name in entries[start : start + RESCAN_CHUNK]:
                     path = f"{directory}/{name}"
-                    due, priority = self._schedule(state, path, now, mtime_ns / 1e9)
-                    chunk.append((state, name, due, priority))
+                    due, priority, queue = self._schedule(state, path, now, mtime_ns / 1e9)
+                    if self._serves(queue):
+                        chunk.append((state, name, due, priority, queue))
                 self.index.add_many(chunk)
                 yield True
 
+    def _offer(self, state: JobState, name: str, path: str | Path, now: float) -> None:
+        due, priority, queue = self._schedule(state, path, now)
+        if self._serves(queue):
+            self.index.add(state, name, due, priority, queue)
+
+    def _serves(self, queue: str) -> bool:
+        return self.serves is None or queue in self.serves
+
     def _schedule(
         self, state: JobState, path: str | Path, now: float, mtime: float | None = None
-    ) -> tuple[float, int]:
-        """(runnable from, priority) of a job file, read leniently.
+    ) -> Schedule:
+        """(runnable from, priority, queue) of a job file, read leniently.
 
         A file that cannot be read or parsed is offered at once: the claim then deals with it
         (gone, still being written, or rejected with a reason).
@@ -341,25 +305,25 @@ class Dispatcher(threading.Thread):
                 mtime = st.st_mtime
             found = _scheduling_fields(raw, state)
         except (OSError, ValueError, RecursionError):
-            return now, 0  # a symlink, FIFO or junk: the claim rejects it with a reason
+            return now, 0, DEFAULT_QUEUE  # a symlink, FIFO or junk: the claim rejects it
         if found is None:
-            return now, 0
-        wanted, priority = found
+            return now, 0, DEFAULT_QUEUE
+        wanted, priority, queue = found
         since = min(mtime, now) if mtime is not None else now
         if isinstance(wanted, str):
             try:
                 since = max(since, parse_time(wanted).timestamp())
             except ValueError:
                 pass
-        return since, priority
+        return since, priority, queue
+
+    # ---------------------------------------------------------------- requests, recovery
 
     def check_stop_request(self) -> None:
         """Obey ``stop/<own id>`` (written by ``worker stop``, possibly from a container
         that cannot signal us): "now" stops at once, anything else is a warm stop."""
         if self.on_stop is None or not self.own_id:
             return
-        from queuectl.storage.durable import read_regular
-
         try:
             content = read_regular(self.store.home.stop_requests / self.own_id, 64)[0]
         except OSError:
@@ -383,18 +347,32 @@ class Dispatcher(threading.Thread):
             done = self.store.recovery.recover_orphan(name, self._lost)
             if done is not None:
                 self.log(done)
-                self.index.add(JobState.PENDING, name, time.time())
+                self._offer(
+                    JobState.PENDING, name, directory.parent / "pending" / name, time.time()
+                )
 
     def _lost(self, job: Job) -> Job:
         return worker_lost(job, backoff_policy(self.store.config.values()), utcnow())
 
     def _drained(self) -> bool:
-        if self._scan is not None or len(self.index) or not self.is_idle():
+        """Burst mode: nothing left this worker could run. Jobs parked for a paused queue
+        do not count (they will not run until it is resumed); nothing may be running, and
+        no job may still sit in processing/ (an orphan to recover, or a commit under way)."""
+        if self._scan is not None or not self.is_idle():
             return False
-        return all(
-            self.store.folders.count(s) == 0
-            for s in (JobState.PENDING, JobState.FAILED, JobState.PROCESSING)
-        )
+        if self._watcher is not None:
+            self._handle_events(self._watcher)  # a job that just finished may free another
+        if self.dependencies.active:
+            for job_id in self.dependencies.blocked_ids():
+                self.dependencies.settle(job_id)
+        parked_paused = 0
+        for queue, count in self.index.stalled().items():
+            found = self.store.queues.get(queue)
+            if found is not None and found.paused:
+                parked_paused += count
+        if len(self.index) > parked_paused:
+            return False
+        return self.store.folders.count(JobState.PROCESSING) == 0
 
     def close(self) -> None:
         os.close(self._wake_r)
@@ -403,26 +381,30 @@ class Dispatcher(threading.Thread):
 
 _CANONICAL_START: Final = b'{\n  "id": '
 _PRIORITY_LINE: Final = re.compile(rb'\n  "priority": (-?[0-9]{1,3}),\n')
+_QUEUE_LINE: Final = re.compile(rb'\n  "queue": "([A-Za-z0-9][A-Za-z0-9._-]{0,127})",\n')
 _RUN_AT_LINE: Final = {
     JobState.PENDING: re.compile(rb'\n  "run_at": (null|"[^"\\\n]*"),\n'),
     JobState.FAILED: re.compile(rb'\n  "next_run_at": (null|"[^"\\\n]*"),\n'),
 }
 
 
-def _scheduling_fields(raw: bytes, state: JobState) -> tuple[object, int] | None:
-    """(run_at or next_run_at, priority) of a job file; None when it is not a JSON object.
+def _scheduling_fields(raw: bytes, state: JobState) -> tuple[object, int, str] | None:
+    """(run_at or next_run_at, priority, queue) of a job file; None when it is not a JSON
+    object.
 
-    Files written by queuectl have one top-level key per line, so two line matches find the
+    Files written by queuectl have one top-level key per line, so three line matches find the
     fields at a fraction of the cost of parsing the whole file (a scan reads every file in
     pending/). Anything else, such as a file dropped by another tool, is parsed in full.
     """
     if raw.startswith(_CANONICAL_START) and raw.endswith(b"\n}\n"):
         priority_line = _PRIORITY_LINE.search(raw)
         wanted_line = _RUN_AT_LINE[state].search(raw)
+        queue_line = _QUEUE_LINE.search(raw)
         if priority_line is not None and wanted_line is not None:
             text = wanted_line.group(1)
             due = None if text == b"null" else text[1:-1].decode()
-            return due, int(priority_line.group(1))
+            queue = queue_line.group(1).decode() if queue_line else DEFAULT_QUEUE
+            return due, int(priority_line.group(1)), queue
     data = json.loads(raw)
     if not isinstance(data, dict):
         return None
@@ -430,7 +412,10 @@ def _scheduling_fields(raw: bytes, state: JobState) -> tuple[object, int] | None
     priority = data.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
         priority = 0
-    return wanted, priority
+    queue = data.get("queue", DEFAULT_QUEUE)
+    if not isinstance(queue, str) or not ID_PATTERN.fullmatch(queue):
+        queue = DEFAULT_QUEUE
+    return wanted, priority, queue
 
 
 def _drain(fd: int) -> None:

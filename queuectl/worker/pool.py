@@ -19,14 +19,16 @@ from typing import Final
 
 from queuectl.config import backoff_policy
 from queuectl.errors import QueueError, describe
-from queuectl.job import Job, JobState, format_time, parse_time, utcnow
+from queuectl.job import DEFAULT_QUEUE, Job, JobState, format_time, parse_time, utcnow
 from queuectl.scheduler import Outcome, after_attempt
 from queuectl.storage.claims import Claim, ClaimMiss, Prepared
 from queuectl.storage.commit import Change
 from queuectl.storage.registry import Registration, new_worker_id, register
+from queuectl.storage.slots import drained_above, free_slots, has_room
 from queuectl.storage.store import Store
 from queuectl.text import clip
-from queuectl.worker.dispatch import RECOVERY_INTERVAL_SECONDS, Dispatcher, RunnableIndex
+from queuectl.worker.dispatch import RECOVERY_INTERVAL_SECONDS, Dispatcher
+from queuectl.worker.index import Entry, RunnableIndex
 from queuectl.worker.outputs import OutputFiles, OutputPool
 from queuectl.worker.pipeline import CommitQueue
 from queuectl.worker.runner import Execution, finish_command, start_command, unstartable
@@ -41,6 +43,10 @@ LOOK_AHEAD_SECONDS: Final = 0.005
 
 CONFIG_RECHECK_SECONDS: Final = 0.5
 """A running worker notices ``config set`` within this long."""
+
+STALL_LOOK_SECONDS: Final = 0.25
+"""How often a worker looks whether a queue at its limit has room again (a job of it ended in
+another process): "a new limit takes effect within a second"."""
 
 STUCK_SECONDS: Final = 10.0
 """A burst worker whose claims have all failed for this long exits 1 instead of retrying
@@ -68,7 +74,10 @@ class WorkerPool:
         burst: bool = False,
         log: Callable[[str], None] = _stderr_log,
         recovery_interval: float = RECOVERY_INTERVAL_SECONDS,
+        queues: frozenset[str] | None = None,
     ) -> None:
+        self.serves = queues
+        """The queues this worker runs jobs of (None: every queue)."""
         self.store = store
         store.config.recheck = CONFIG_RECHECK_SECONDS
         store.config.on_error = log
@@ -94,6 +103,7 @@ class WorkerPool:
         self._running_info: dict[str, dict[str, object]] = {}
         self._jobs_dirty = False
         self._jobs_published = 0.0
+        self._next_stall_look = 0.0
         self._signals = 0
         base_env = dict(os.environ)
         base_env["QUEUECTL_HOME"] = str(store.home.root)
@@ -115,7 +125,9 @@ class WorkerPool:
             on_cancel=self._cancel_requested,
             on_stop=self._stop_requested,
             own_id=self.id,
-            on_tick=self._publish_jobs,
+            on_tick=self._tick,
+            on_queue_change=self._queue_changed,
+            serves=self.serves,
         )
 
     # ---------------------------------------------------------------- life cycle
@@ -126,7 +138,10 @@ class WorkerPool:
         self.store.config.on_error = None
         self.store.config.values()  # a bad config.json stops a worker before it starts
         self.store.config.on_error = self.log
-        registration = register(self.store.home.workers, self.threads, self.burst, self.id)
+        served = {"queues": sorted(self.serves) if self.serves else None}
+        registration = register(
+            self.store.home.workers, self.threads, self.burst, self.id, extra=served
+        )
         self.registration = registration
         self._install_signal_handlers()
         mode = "burst mode" if self.burst else "until stopped"
@@ -204,6 +219,38 @@ class WorkerPool:
             self._jobs_dirty = True
             self.dispatcher.wake()
 
+    def _tick(self) -> float | None:
+        """Called by the dispatcher on every wake-up: republish what runs, and look at the
+        stalled queues; returns when to be called again."""
+        due = [self._publish_jobs(), self._look_at_stalled()]
+        return min((d for d in due if d is not None), default=None)
+
+    def _look_at_stalled(self) -> float | None:
+        """A stalled queue gets room when a job of it ends in another process (or a limit is
+        raised): look every ``STALL_LOOK_SECONDS`` and bring back as many parked jobs as
+        there are free slots. A job ending here unstalls at once (``recorded``)."""
+        stalled = self.index.stalled()
+        if not stalled:
+            return None
+        now = time.monotonic()
+        if now < self._next_stall_look:
+            return self._next_stall_look
+        self._next_stall_look = now + STALL_LOOK_SECONDS
+        for name in stalled:
+            queue = self.store.queues.get(name)
+            if queue is None or queue.paused:
+                continue
+            free = free_slots(self.store.locks, queue, limit=self.threads)
+            if free:
+                self.index.unstall(name, free)
+            if queue.high_water > queue.parallel:
+                self.store.queues.settle_high_water(name, drained_above(self.store.locks, queue))
+        return self._next_stall_look
+
+    def _queue_changed(self, name: str) -> None:
+        """A queue's file changed (pause, resume, a new limit): let its jobs be tried."""
+        self.index.unstall(name)
+
     def _publish_jobs(self) -> float | None:
         """Called by the dispatcher on every wake-up: republish at most every 20 ms, off the
         threads' path (it is not written on the claim path); returns when to call again."""
@@ -246,21 +293,21 @@ class WorkerPool:
         next start. With nothing else to start, it is settled at once."""
         worker = f"{self.name}:{threading.current_thread().name.rsplit('-', 1)[-1]}"
         finished: _Attempt | None = None
-        ahead: Prepared | None = None
+        ahead: tuple[Prepared, Entry] | None = None
         try:
             while not self.stopping.is_set():
                 if ahead is not None:
-                    running = self._begin_prepared(worker, ahead)
+                    running = self._begin_prepared(worker, *ahead)
                     ahead = None
                 else:
-                    item = self.index.take(block=finished is None)
+                    item = self.index.take_entry(block=finished is None)
                     if item is None:
                         if finished is None:
                             return  # the index was closed
                         self._settle(finished)
                         finished = None
                         continue
-                    running = self._begin(worker, *item)
+                    running = self._begin(worker, item)
                 if finished is not None:
                     self._settle(finished)
                     finished = None
@@ -269,12 +316,12 @@ class WorkerPool:
                     finished = self._wait(running)
         finally:
             if ahead is not None:
-                ahead.release()
+                ahead[0].release()
                 self._done_with_one()
             if finished is not None:
                 self._settle(finished)
 
-    def _look_ahead(self, running: _Attempt) -> Prepared | None:
+    def _look_ahead(self, running: _Attempt) -> tuple[Prepared, Entry] | None:
         """Prepare the next job (open, lock, read, check: ``Store.prepare_claim``) while the
         current command runs, so that only the rename is left between that command's exit and
         the next start. Held for at most ``LOOK_AHEAD_SECONDS``: for a longer command the
@@ -284,24 +331,27 @@ class WorkerPool:
         entry = self.index.take_entry(block=False)
         if entry is None:
             return None
-        state, name, due, priority = entry
+        if not self._has_room(entry):
+            return None
+        state, name, due, priority, queue = entry
         self._busy_with_one()
         try:
             prepared = self.store.claims.prepare(name, state, utcnow())
         except Exception as exc:  # the running command must still be waited for
             self.log(f"error: {describe(exc)}")
             prepared = None
-            self.index.add(state, name, time.time() + 1.0, priority)
+            self.index.add(state, name, time.time() + 1.0, priority, queue)
         if isinstance(prepared, ClaimMiss):
-            self._missed(state, name, prepared)
+            self._missed(entry, prepared)
             prepared = None
         if prepared is not None and not self._ended_soon(running):
             prepared.release()
-            self.index.add(state, name, due, priority)
+            self.index.add(state, name, due, priority, queue)
             prepared = None
         if prepared is None:
             self._done_with_one()
-        return prepared
+            return None
+        return prepared, entry
 
     def _ended_soon(self, running: _Attempt) -> bool:
         try:
@@ -310,7 +360,7 @@ class WorkerPool:
             self.log(f"error: {describe(exc)}")
             return False
 
-    def _begin_prepared(self, worker: str, prepared: Prepared) -> _Attempt | None:
+    def _begin_prepared(self, worker: str, prepared: Prepared, entry: Entry) -> _Attempt | None:
         """``_begin`` for a job prepared by ``_look_ahead`` (already counted as busy)."""
         attempt = None
         try:
@@ -318,22 +368,26 @@ class WorkerPool:
                 prepared.release()
             else:
                 claim = self.store.claims.complete(prepared, worker, utcnow())
-                if not isinstance(claim, ClaimMiss):
+                if isinstance(claim, ClaimMiss):
+                    self._missed(entry, claim)
+                else:
                     self._made_progress(prepared.origin, f"{claim.job.id}.json")
                     attempt = self._start_or_put_back(claim)
         except Exception as exc:
             prepared.release()
-            self._claim_failed(prepared.origin, f"{prepared.job.id}.json", exc)
+            self._claim_failed(prepared.origin, f"{prepared.job.id}.json", exc, entry.queue)
         if attempt is None:
             self._done_with_one()
         return attempt
 
-    def _begin(self, worker: str, state: JobState, name: str) -> _Attempt | None:
+    def _begin(self, worker: str, entry: Entry) -> _Attempt | None:
+        if not self._has_room(entry):
+            return None
         self._busy_with_one()
         try:
-            attempt = self._claim_and_start(worker, state, name)
+            attempt = self._claim_and_start(worker, entry)
         except Exception as exc:  # one job's trouble must not end the thread
-            self._claim_failed(state, name, exc)
+            self._claim_failed(entry.state, entry.name, exc, entry.queue)
             attempt = None
         if attempt is None:
             self._done_with_one()
@@ -351,10 +405,20 @@ class WorkerPool:
         if self.burst and not len(self.index):
             self.dispatcher.wake()  # maybe the home is drained now
 
-    def _claim_and_start(self, worker: str, state: JobState, name: str) -> _Attempt | None:
+    def _has_room(self, entry: Entry) -> bool:
+        """Whether ``entry``'s queue might start a job now (a cheap look: the claim takes
+        the slot); if not, the entry is parked with its queue, behind no other queue."""
+        queue = self.store.queues.get(entry.queue)
+        if queue is not None and not queue.paused and has_room(self.store.locks, queue):
+            return True
+        self.index.stall(entry)
+        return False
+
+    def _claim_and_start(self, worker: str, entry: Entry) -> _Attempt | None:
+        state, name = entry.state, entry.name
         result = self.store.claims.claim(name, state, worker, utcnow())
         if isinstance(result, ClaimMiss):
-            self._missed(state, name, result)
+            self._missed(entry, result)
             return None
         self._made_progress(state, name)
         if self.stopping.is_set():
@@ -373,15 +437,21 @@ class WorkerPool:
             self.store.claims.put_back(claim)
             raise
 
-    def _missed(self, state: JobState, name: str, miss: ClaimMiss) -> None:
+    def _missed(self, entry: Entry, miss: ClaimMiss) -> None:
+        state, name = entry.state, entry.name
+        if miss.parked is not None:
+            self.index.stall(entry._replace(queue=miss.parked))
+            return
         if miss.locked:
             miss.retry_at = time.time() + self._locked_backoff(state, name)
         if miss.retry_at is not None:
-            self.index.add(state, name, miss.retry_at)
+            self.index.add(state, name, miss.retry_at, entry.priority, entry.queue)
         if miss.rejected:
             self.log(f"rejected {miss.reason}")
 
-    def _claim_failed(self, state: JobState, name: str, exc: Exception) -> None:
+    def _claim_failed(
+        self, state: JobState, name: str, exc: Exception, queue: str = DEFAULT_QUEUE
+    ) -> None:
         """A claim that raised (a folder we may not write, a full disk): try the job again
         later, ever more slowly, and say so once per error rather than once per try. A burst
         worker that has made no progress for ``STUCK_SECONDS`` gives up with exit 1."""
@@ -397,7 +467,7 @@ class WorkerPool:
             self._reported_errors.add(message)
         if not repeated:
             self.log(message)
-        self.index.add(state, name, time.time() + min(30.0, 0.5 * 2**failures))
+        self.index.add(state, name, time.time() + min(30.0, 0.5 * 2**failures), 0, queue)
         if self.burst and stuck >= STUCK_SECONDS and not self.stopping.is_set():
             self.log(f"burst: no progress for {stuck:.0f}s ({exc}); giving up")
             self.failed = True
@@ -429,6 +499,8 @@ class WorkerPool:
             "QUEUECTL_JOB_ID": job.id,
             "QUEUECTL_ATTEMPT": str(attempt),
             "QUEUECTL_RUN": str(job.runs + 1),
+            "QUEUECTL_QUEUE": job.queue,
+            "QUEUECTL_SLOT": str(claim.slot),
         }
         command = job.command
         if job.cwd:
@@ -521,9 +593,12 @@ class WorkerPool:
 
         def recorded() -> None:
             self.log(_describe(updated, outcome.error))
+            self.index.unstall(job.queue, 1)  # its slot is free again
             if updated.state is JobState.FAILED:
                 due = _due(updated.next_run_at)
-                self.index.add(JobState.FAILED, f"{job.id}.json", due, updated.priority)
+                self.index.add(
+                    JobState.FAILED, f"{job.id}.json", due, updated.priority, updated.queue
+                )
             elif self.burst and not len(self.index):
                 self.dispatcher.wake()  # the last outcome may have drained the home
 

@@ -49,6 +49,13 @@ class DirWatcher:
             raise OSError(err, os.strerror(err), str(directory))
         self._dirs[wd] = directory
 
+    def remove(self, directory: Path) -> None:
+        """Stop watching a folder (events already queued for it are dropped on read)."""
+        for wd, known in list(self._dirs.items()):
+            if known == directory:
+                self._libc.inotify_rm_watch(self._fd, wd)
+                del self._dirs[wd]
+
     def read(self) -> list[Event]:
         """Drain whatever events are queued (non-blocking)."""
         try:

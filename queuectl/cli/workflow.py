@@ -1,0 +1,242 @@
+"""Commands that steer work: queues (limits), pause and resume, hold and release, restart,
+edit."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from queuectl.cli.main import Context, complete_ids, pass_context
+from queuectl.cli.render import print_json, warn
+from queuectl.errors import QueueError, UsageError
+
+__all__ = ["edit", "hold", "pause", "queue", "release", "restart", "resume"]
+
+UNFINISHED = ("pending", "processing", "failed", "held", "blocked")
+
+
+def queue_rows(ctx: Context) -> list[dict[str, Any]]:
+    """Every queue with its limit, pause flag and jobs per state (``queue list``, status)."""
+    from queuectl.job import JobState
+    from queuectl.storage.slots import running_slots
+
+    store = ctx.store
+    queues = store.queues.all()
+    states = tuple(JobState(s) for s in UNFINISHED)
+    if len(queues) == 1:  # only the default queue: the folder counts say it all
+        counts = {queues[0].name: {s.value: store.folders.count(s) for s in states}}
+    else:
+        counts = store.folders.queue_counts(states)
+    rows = []
+    for queue in queues:
+        mine = counts.get(queue.name, {})
+        rows.append(
+            {
+                "name": queue.name,
+                "parallel": queue.parallel,
+                "paused": queue.paused,
+                "pending": mine.get("pending", 0),
+                "running": mine.get("processing", 0),
+                "failed": mine.get("failed", 0),
+                "held": mine.get("held", 0),
+                "blocked": mine.get("blocked", 0),
+                "slots_in_use": running_slots(store.locks, queue),
+            }
+        )
+    return rows
+
+
+@click.group()
+def queue() -> None:
+    """Named queues with a parallel limit that holds across every worker of the home."""
+
+
+@queue.command("add")
+@click.argument("name")
+@click.option(
+    "--parallel",
+    type=click.IntRange(0, 4096),
+    default=0,
+    show_default=True,
+    help="At most this many of its jobs run at once, home-wide (0: no limit).",
+)
+@pass_context
+def queue_add(ctx: Context, name: str, parallel: int) -> None:
+    """Create a queue."""
+    created = ctx.store.queues.add(name, parallel)
+    click.echo(f"queue {created.name} added ({_limit(created.parallel)})")
+
+
+@queue.command("set")
+@click.argument("name")
+@click.option(
+    "--parallel",
+    type=click.IntRange(0, 4096),
+    required=True,
+    help="The new limit (0: none); running jobs are not stopped.",
+)
+@pass_context
+def queue_set(ctx: Context, name: str, parallel: int) -> None:
+    """Change a queue's parallel limit; the next start obeys it, running jobs finish."""
+    changed = ctx.store.queues.set_parallel(name, parallel)
+    click.echo(f"queue {changed.name}: {_limit(changed.parallel)}")
+
+
+@queue.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of queues.")
+@pass_context
+def queue_list(ctx: Context, as_json: bool) -> None:
+    """Every queue with its limit, pause state and jobs."""
+    rows = queue_rows(ctx)
+    if as_json:
+        for row in rows:
+            row.pop("slots_in_use")
+        print_json(rows)
+        return
+    from tabulate import tabulate
+
+    table = [
+        [
+            r["name"],
+            r["parallel"] or "-",
+            "yes" if r["paused"] else "",
+            r["pending"],
+            r["running"],
+            r["failed"],
+            r["held"],
+            r["blocked"],
+        ]
+        for r in rows
+    ]
+    headers = ["queue", "parallel", "paused", "pending", "running", "failed", "held", "blocked"]
+    click.echo(tabulate(table, headers=headers))
+
+
+@queue.command("remove")
+@click.argument("name")
+@pass_context
+def queue_remove(ctx: Context, name: str) -> None:
+    """Remove a queue that has no unfinished jobs."""
+    row = next((r for r in queue_rows(ctx) if r["name"] == name), None)
+    if row is None:
+        raise UsageError(f"no queue named {name!r}")
+    busy = sum(row[k] for k in ("pending", "running", "failed", "held", "blocked"))
+    ctx.store.queues.remove(name, busy)
+    click.echo(f"queue {name} removed")
+
+
+def _limit(parallel: int) -> str:
+    return f"at most {parallel} at once" if parallel else "no limit"
+
+
+# -------------------------------------------------------------------- pause, resume
+
+
+@click.command()
+@click.argument("names", metavar="[QUEUE...]", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every queue.")
+@pass_context
+def pause(ctx: Context, names: tuple[str, ...], everything: bool) -> None:
+    """Start no new job of these queues (running ones finish); persists across restarts."""
+    _set_paused(ctx, names, everything, True)
+
+
+@click.command()
+@click.argument("names", metavar="[QUEUE...]", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every queue.")
+@pass_context
+def resume(ctx: Context, names: tuple[str, ...], everything: bool) -> None:
+    """Let paused queues start jobs again."""
+    _set_paused(ctx, names, everything, False)
+
+
+def _set_paused(ctx: Context, names: tuple[str, ...], everything: bool, paused: bool) -> None:
+    if everything == bool(names):
+        raise UsageError("give queue names or --all (not both)")
+    store = ctx.store
+    chosen = store.queues.names() if everything else list(dict.fromkeys(names))
+    for name in chosen:
+        store.queues.require(name)
+    verb = "paused" if paused else "resumed"
+    for name in chosen:
+        _queue, changed = store.queues.set_paused(name, paused)
+        click.echo(f"{verb} {name}" if changed else f"{name} was already {verb}")
+
+
+# -------------------------------------------------------------------- one job at a time
+
+
+def _each(job_ids: tuple[str, ...], action: Any, verb: str) -> None:
+    """Apply an operation to each id; report every failure, exit 1 if any failed."""
+    from queuectl.job import utcnow
+
+    failures = 0
+    for job_id in job_ids:
+        try:
+            job = action(job_id, utcnow())
+        except QueueError as exc:
+            if isinstance(exc, UsageError):
+                raise
+            warn(str(exc))
+            failures += 1
+            continue
+        click.echo(f"{verb} {job_id} ({job.state.value})")
+    if failures:
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True, shell_complete=complete_ids)
+@pass_context
+def hold(ctx: Context, job_ids: tuple[str, ...]) -> None:
+    """Keep waiting jobs (pending, failed-waiting, blocked) from running: to held/."""
+    _each(job_ids, ctx.store.workflow.hold, "held")
+
+
+@click.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True, shell_complete=complete_ids)
+@pass_context
+def release(ctx: Context, job_ids: tuple[str, ...]) -> None:
+    """Let held jobs run (or wait for their dependencies, or their retry time)."""
+    _each(job_ids, ctx.store.workflow.release, "released")
+
+
+@click.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True, shell_complete=complete_ids)
+@pass_context
+def restart(ctx: Context, job_ids: tuple[str, ...]) -> None:
+    """Run finished jobs (completed, dead, cancelled) again: attempts start over, run
+    numbers and history go on."""
+    _each(job_ids, ctx.store.workflow.restart, "restarted")
+
+
+@click.command()
+@click.argument("job_id", metavar="ID", shell_complete=complete_ids)
+@click.option("--command", help="The new command.")
+@click.option("--priority", type=click.IntRange(-100, 100), help="The new priority.")
+@click.option("--queue", metavar="NAME", help="Move it to this queue.")
+@click.option("--run-at", "run_at", metavar="TIME", help="Not before this time.")
+@click.option("--max-retries", type=click.IntRange(0, 1000), help="The new retry budget.")
+@click.option("--label", multiple=True, help="Its labels (replace them; repeatable).")
+@pass_context
+def edit(ctx: Context, job_id: str, **changes: Any) -> None:
+    """Change a job that is waiting (pending, held, blocked or failed-waiting)."""
+    from queuectl.job import format_time, parse_time, utcnow
+
+    wanted: dict[str, Any] = {}
+    for key in ("command", "priority", "queue", "max_retries"):
+        if changes.get(key) is not None:
+            wanted[key] = changes[key]
+    if changes.get("run_at") is not None:
+        try:
+            wanted["run_at"] = format_time(parse_time(changes["run_at"]))
+        except ValueError:
+            raise UsageError(f"invalid time {changes['run_at']!r}: use ISO 8601") from None
+    if changes.get("label"):
+        wanted["labels"] = list(changes["label"])
+    if not wanted:
+        raise UsageError("nothing to change: give --command, --priority, --queue, ...")
+    job = ctx.store.workflow.edit(job_id, wanted, utcnow())
+    click.echo(f"edited {job.id} ({', '.join(sorted(wanted))})")

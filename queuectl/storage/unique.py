@@ -1,0 +1,74 @@
+"""Unique jobs: which job holds a ``unique_key``, in ``unique/<hash of the key>.json``.
+
+``enqueue`` of a job with a key takes the key's lock (a byte in ``locks/claims.lock``, held by
+enqueuers only, for an fsync or two), reads the key's entry, and if the job it names still
+holds the key (waiting, held, blocked, running, failed-waiting, or completed within its
+``unique_for``) creates nothing and answers with that job's id; otherwise it records the new
+job in the entry (durably, before the job is published) and enqueues it. Concurrent enqueues
+of one key therefore create exactly one job. An entry naming a job that is gone or finished
+is simply free: entries need no cleanup, and ``journal rebuild`` rewrites them from the jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from queuectl.storage.durable import fsync_dir, fsync_fd, read_regular, write_tmp
+from queuectl.storage.home import Home
+from queuectl.storage.locks import LockFile, ProcessMark, unique_offset
+
+__all__ = ["UniqueIndex"]
+
+
+class UniqueIndex:
+    def __init__(self, home: Home, locks: LockFile, mark: ProcessMark) -> None:
+        self.home = home
+        self.locks = locks
+        self.mark = mark
+
+    @property
+    def directory(self) -> Path:
+        return self.home.root / "unique"
+
+    def path(self, key: str) -> Path:
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16)
+        return self.directory / f"{digest.hexdigest()}.json"
+
+    @contextlib.contextmanager
+    def locked(self, keys: list[str]) -> Iterator[None]:
+        """Hold the locks of ``keys`` (in a fixed order: two enqueues never deadlock)."""
+        holder = self.locks.holder()
+        try:
+            for key in sorted(set(keys)):
+                holder.wait(unique_offset(key))
+            yield
+        finally:
+            holder.close()
+
+    def holder_of(self, key: str) -> str | None:
+        """The id the key's entry names (whether that job still holds it is for the caller
+        to decide), or None."""
+        try:
+            raw, _ = read_regular(self.path(key), 4096)
+            data = json.loads(raw)
+        except (OSError, ValueError, RecursionError):
+            return None
+        if isinstance(data, dict) and data.get("key") == key and isinstance(data.get("id"), str):
+            return str(data["id"])
+        return None
+
+    def record(self, key: str, job_id: str) -> None:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        data = (json.dumps({"key": key, "id": job_id}) + "\n").encode()
+        tmp, fd = write_tmp(self.home.tmp, "unique", data, self.mark.name)
+        try:
+            fsync_fd(fd, tmp)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path(key))
+        fsync_dir(self.directory)
