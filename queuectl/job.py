@@ -455,7 +455,7 @@ def _require_labels(value: object) -> list[str]:
         raise InvalidJob(f"'labels' must be a list of at most {MAX_LABELS} strings")
     for label in value:
         if not isinstance(label, str) or not 0 < len(label) <= 64 or not label.isprintable():
-            raise InvalidJob("a label must be 1-64 printable characters")
+            raise InvalidJob("'labels' must hold strings of 1-64 printable characters")
     return list(dict.fromkeys(value))
 
 

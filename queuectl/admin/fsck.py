@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from queuectl.admin.rebuild import existing_job_files, winners, winning_job
+from queuectl.admin.rebuild import existing_job_files, split, winners, winning_job, winning_queue
 from queuectl.config import backoff_policy
 from queuectl.errors import InvalidJob, JournalCorrupt, QueueError
 from queuectl.job import Job, JobState, utcnow
@@ -30,6 +30,7 @@ from queuectl.storage.events import Event, job_entry
 from queuectl.storage.home import AUX_DIRS, STATE_DIRS
 from queuectl.storage.jobfile import is_job_name, read_job
 from queuectl.storage.journal import audit, check
+from queuectl.storage.queues import Queue
 from queuectl.storage.records import decode_line
 from queuectl.storage.registry import live_workers
 from queuectl.storage.replay import Winner
@@ -212,9 +213,9 @@ def _remove_tmp(path: Path) -> str:
 def _check_files(store: Store, offline: bool, journal_ok: bool) -> list[Finding]:
     """One read of every job file: files that are not valid jobs (or must not be trusted),
     and, with a sound journal, each settled job against its winning journal record."""
-    best = winners(store) if journal_ok else {}
+    best, queues = split(winners(store)) if journal_ok else ({}, {})
     files = existing_job_files(store)
-    out: list[Finding] = []
+    out: list[Finding] = _check_queues(store, queues, offline) if journal_ok else []
     for state in JobState:
         directory = store.home.state_dir(state)
         for name in sorted(os.listdir(directory)):
@@ -237,6 +238,67 @@ def _check_files(store: Store, offline: bool, journal_ok: bool) -> list[Finding]
                     )
                 )
     return out
+
+
+def _check_queues(store: Store, queues: dict[str, Winner], offline: bool) -> list[Finding]:
+    """Each queue file against its winning journal record, and files the journal lacks."""
+    out = []
+    on_disk = {name for name in store.queues.names() if store.queues.read_file(name) is not None}
+    for name, winner in sorted(queues.items()):
+        current = store.queues.read_file(name)
+        if winner.gone:
+            if current is not None and current.rev <= winner.rev:
+                out.append(
+                    Finding(
+                        "queue",
+                        f"queue {name} was removed but its file is still here",
+                        partial(_remove_queue_file, store, name),
+                    )
+                )
+            continue
+        if current is not None and (current.generation, current.rev) >= (
+            winner.generation,
+            winner.rev,
+        ):
+            if (current.generation, current.rev) > (winner.generation, winner.rev):
+                out.append(
+                    Finding(
+                        "queue",
+                        f"queue {name} is newer than the journal",
+                        partial(_journal_queue, store, current),
+                    )
+                )
+            continue
+        fix = partial(_rewrite_queue, store, winner) if offline else None
+        out.append(Finding("queue", f"queue {name} disagrees with the journal", fix))
+    for name in sorted(on_disk - set(queues)):
+        current = store.queues.read_file(name)
+        if current is not None:
+            out.append(
+                Finding(
+                    "queue",
+                    f"queue {name} is not in the journal",
+                    partial(_journal_queue, store, current),
+                )
+            )
+    return out
+
+
+def _remove_queue_file(store: Store, name: str) -> str:
+    return f"removed queues/{name}.json" if store.queues.remove_file(name) else "already gone"
+
+
+def _journal_queue(store: Store, queue: Queue) -> str:
+    store.queues.journal_file(queue)
+    return f"journaled queue {queue.name}"
+
+
+def _rewrite_queue(store: Store, winner: Winner) -> str:
+    queue = winning_queue(store, winner)
+    if queue is None:
+        return "the journal record cannot be read"
+    store.queues.write_file(queue)
+    return f"wrote queue {queue.name} from the journal"
 
 
 def _check_file(

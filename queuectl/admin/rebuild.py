@@ -23,6 +23,7 @@ from queuectl.job import ID_PATTERN, Job, JobState
 from queuectl.storage.commit import Change
 from queuectl.storage.events import Event
 from queuectl.storage.jobfile import read_job_file
+from queuectl.storage.queues import Queue
 from queuectl.storage.registry import live_workers
 from queuectl.storage.replay import Replay, Winner
 from queuectl.storage.store import Store
@@ -48,6 +49,24 @@ def winners(store: Store) -> dict[str, Winner]:
     return replay.winners()
 
 
+QUEUE_PREFIX: Final = "queue:"
+
+
+def split(best: dict[str, Winner]) -> tuple[dict[str, Winner], dict[str, Winner]]:
+    """(jobs, queues by name) of the winners: queues are journaled as ``queue:<name>``."""
+    jobs = {k: v for k, v in best.items() if not k.startswith(QUEUE_PREFIX)}
+    queues = {k[len(QUEUE_PREFIX) :]: v for k, v in best.items() if k.startswith(QUEUE_PREFIX)}
+    return jobs, queues
+
+
+def winning_queue(store: Store, winner: Winner) -> Queue | None:
+    record = store.journal.read_at(winner.source, winner.offset, winner.length)
+    try:
+        return Queue.from_dict(record.get("queue") if record else None)
+    except InvalidJob:
+        return None
+
+
 def winning_job(store: Store, winner: Winner) -> Job | None:
     record = store.journal.read_at(winner.source, winner.offset, winner.length)
     data = record.get("job") if record else None
@@ -61,7 +80,7 @@ def winning_job(store: Store, winner: Winner) -> Job | None:
 
 def journal_jobs(store: Store, best: dict[str, Winner] | None = None) -> Iterator[Job]:
     """Jobs that exist according to the journal (one record read at a time)."""
-    for winner in (best if best is not None else winners(store)).values():
+    for winner in split(best if best is not None else winners(store))[0].values():
         if not winner.gone:
             job = winning_job(store, winner)
             if job is not None:
@@ -101,7 +120,8 @@ def rebuild(
     from queuectl.storage.journal import check
 
     _count, torn = check(store.home.journal)
-    best = winners(store)
+    best, queues = split(winners(store))
+    _rebuild_queues(store, queues)
     existing = existing_job_files(store)
     report = RebuildReport(torn_tail=torn)
     if on_total:
@@ -130,6 +150,16 @@ def rebuild(
         p for job_id, paths in existing.items() if job_id not in best for p in paths
     )
     return report
+
+
+def _rebuild_queues(store: Store, queues: dict[str, Winner]) -> None:
+    for name, winner in queues.items():
+        if winner.gone:
+            store.queues.remove_file(name)
+            continue
+        queue = winning_queue(store, winner)
+        if queue is not None and store.queues.read_file(name) != queue:
+            store.queues.write_file(queue)
 
 
 def _flush(store: Store, batch: list[tuple[Change, list[Path]]], report: RebuildReport) -> None:

@@ -178,7 +178,12 @@ def usage_error(exc: click.UsageError) -> NoReturn:
         click.echo(exc.format_message(), err=True)
         sys.exit(exc.exit_code)
     command = exc.ctx.command_path if exc.ctx else "queuectl"
-    fail(f"{exc.format_message()} (see '{command} --help')", exc.exit_code)
+    message = exc.format_message()
+    if isinstance(exc, click.NoSuchOption):
+        message = f"no such option: {exc.option_name}"
+        if exc.possibilities:
+            message += f" (did you mean {', '.join(sorted(exc.possibilities))}?)"
+    fail(f"{message} (see '{command} --help')", exc.exit_code)
 
 
 def main() -> None:

@@ -104,6 +104,8 @@ def job_entry(
     text = f'{{"ts":{_dumps(stamp)},"event":{_dumps(str(event))},"pid":{os.getpid()}'
     if attempt:
         text += ',"attempt":true'
+    elif event in ATTEMPT_EVENTS:
+        text += ',"attempt":false'  # said, so an index derived from the record agrees
     for key, value in (extra or {}).items():
         text += f",{_dumps(key)}:{_dumps(value)}"
     payload = f'{text},"job":{object_text(encoded)}}}'.encode("utf-8", "backslashreplace")

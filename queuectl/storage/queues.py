@@ -237,6 +237,23 @@ class QueueStore:
         """Write a queue's file without journaling it (rebuild, fsck: the journal has it)."""
         self._publish(queue)
 
+    def remove_file(self, name: str) -> bool:
+        """Remove a queue's file whose removal the journal has (rebuild, fsck)."""
+        try:
+            os.unlink(self.path(name))
+        except FileNotFoundError:
+            return False
+        fsync_dir(self.directory)
+        return True
+
+    def journal_file(self, queue: Queue) -> None:
+        """Journal a queue file the journal lacks (fsck)."""
+        self.journal.append_entries([queue_entry(Event.QUEUE_CHANGED, queue, queue.updated_at)])
+
+    def read_file(self, name: str) -> Queue | None:
+        """The queue file as it is on disk (no default queue made up)."""
+        return self._read(self.path(name))
+
     def _existing(self, name: str) -> Queue:
         queue = self.get(name)
         if queue is None:

@@ -97,9 +97,12 @@ class Workflow:
         return Verdict("waiting", tuple(waiting)) if waiting else READY
 
     def _state_of(self, job_id: str, known: dict[str, JobState] | None) -> JobState | None:
+        """Where a dependency is, read under its change lock: a commit that moves it is
+        either complete or not begun (mid-commit, a job has a copy in two folders)."""
         if known is not None and job_id in known:
             return known[job_id]
-        found = self.folders.locate(job_id)
+        with self._changing(job_id):
+            found = self.folders.locate(job_id)
         return found[0] if found else None
 
     def placed(self, job: Job, now: datetime, known: dict[str, JobState] | None = None) -> Job:

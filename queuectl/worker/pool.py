@@ -409,7 +409,9 @@ class WorkerPool:
         """Whether ``entry``'s queue might start a job now (a cheap look: the claim takes
         the slot); if not, the entry is parked with its queue, behind no other queue."""
         queue = self.store.queues.get(entry.queue)
-        if queue is not None and not queue.paused and has_room(self.store.locks, queue):
+        if queue is None:
+            return True  # a drop naming no queue is rejected by its claim; a job parks there
+        if not queue.paused and has_room(self.store.locks, queue):
             return True
         self.index.stall(entry)
         return False
