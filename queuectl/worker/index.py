@@ -107,9 +107,14 @@ class RunnableIndex:
         entry = self.take_entry(block)
         return None if entry is None else (entry.state, entry.name)
 
-    def take_entry(self, block: bool = True) -> Entry | None:
+    def take_entry(
+        self, block: bool = True, on_take: Callable[[], None] | None = None
+    ) -> Entry | None:
         """``take``, with the entry's runnable-since time, priority and queue, so that an
-        entry taken too early can be put back with ``add`` exactly where it was."""
+        entry taken too early can be put back with ``add`` exactly where it was.
+        ``on_take`` runs under the index's lock as the entry leaves it: a worker counts the
+        job as in hand at that instant, so "nothing indexed and nothing in hand" (burst
+        mode's drained) never misses a job between the two."""
         with self._cond:
             while not self._closed:
                 now = self._clock()
@@ -124,6 +129,8 @@ class RunnableIndex:
                         self._parked.setdefault(known[2], []).append(item)
                         continue  # its queue is full or paused: aside until unstalled
                     due, priority, queue = self._queued.pop(key)
+                    if on_take is not None:
+                        on_take()
                     return Entry(JobState(item[2]), item[3], due, priority, queue)
                 if not block:
                     return None

@@ -300,7 +300,9 @@ class WorkerPool:
                     running = self._begin_prepared(worker, *ahead)
                     ahead = None
                 else:
-                    item = self.index.take_entry(block=finished is None)
+                    item = self.index.take_entry(
+                        block=finished is None, on_take=self._busy_with_one
+                    )
                     if item is None:
                         if finished is None:
                             return  # the index was closed
@@ -328,13 +330,13 @@ class WorkerPool:
         next job is released to the other threads and workers, exactly as it was."""
         if running.outcome is not None:
             return None  # it did not start: nothing to overlap with
-        entry = self.index.take_entry(block=False)
+        entry = self.index.take_entry(block=False, on_take=self._busy_with_one)
         if entry is None:
             return None
         if not self._has_room(entry):
+            self._done_with_one()
             return None
         state, name, due, priority, queue = entry
-        self._busy_with_one()
         try:
             prepared = self.store.claims.prepare(name, state, utcnow())
         except Exception as exc:  # the running command must still be waited for
@@ -381,9 +383,10 @@ class WorkerPool:
         return attempt
 
     def _begin(self, worker: str, entry: Entry) -> _Attempt | None:
+        """Claim and start ``entry`` (counted as in hand by ``take_entry``)."""
         if not self._has_room(entry):
+            self._done_with_one()
             return None
-        self._busy_with_one()
         try:
             attempt = self._claim_and_start(worker, entry)
         except Exception as exc:  # one job's trouble must not end the thread
