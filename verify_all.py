@@ -780,6 +780,168 @@ def scenario_bad_config_is_reported(env: Env) -> None:
     check(env.ids("pending") == set(), "a job was enqueued despite the bad settings")
 
 
+def _stamps_command(stamps: Path, work: str = "0.2") -> str:
+    """A command that records its own start and end (``date +%s.%N``) under ``stamps``."""
+    me = f'{stamps}/"$QUEUECTL_JOB_ID"'
+    return (
+        f"echo $(date +%s.%N) $QUEUECTL_SLOT > {me}.start; sleep {work}; "
+        f"echo $(date +%s.%N) > {me}.end"
+    )
+
+
+def _most_at_once(stamps: Path) -> int:
+    events = []
+    for start in stamps.glob("*.start"):
+        end = start.with_suffix(".end")
+        events += [(float(start.read_text().split()[0]), 1), (float(end.read_text()), -1)]
+    most = active = 0
+    for _, delta in sorted(events):
+        active += delta
+        most = max(most, active)
+    return most
+
+
+def scenario_add_a_plain_command(env: Env) -> None:
+    """``add`` takes a command line without JSON, runs it in the caller's directory, and
+    joins several arguments as the shell needs them."""
+    here = env.scratch / "here"
+    here.mkdir()
+    job_id = subprocess.run(
+        [*CLI, "--home", str(env.home), "add", "--", "printf", "%s|", "a b", "$HOME"],
+        capture_output=True,
+        text=True,
+        cwd=here,
+        timeout=CLI_TIMEOUT,
+        check=True,
+    ).stdout.strip()
+    pwd_id = subprocess.run(
+        [*CLI, "--home", str(env.home), "add", "pwd -P && echo ok"],
+        capture_output=True,
+        text=True,
+        cwd=here,
+        timeout=CLI_TIMEOUT,
+        check=True,
+    ).stdout.strip()
+    run_burst(env)
+    check(env.ok("logs", job_id) == "a b|$HOME|", "the arguments were not passed as given")
+    check(
+        env.ok("logs", pwd_id) == f"{here.resolve()}\nok\n",
+        "it did not run in the caller's directory",
+    )
+    bad = env.run("add", "--bogus", "true")
+    check(
+        bad.returncode == 2 and "no such option: --bogus" in bad.stderr, "unknown option not named"
+    )
+
+
+def scenario_queue_limit_is_global(env: Env) -> None:
+    """A queue limited to 2 never runs 3 jobs at once across 3 worker processes of 2 threads;
+    a job of another queue is not held back meanwhile; each job gets its slot (0 or 1)."""
+    stamps = env.scratch / "stamps"
+    stamps.mkdir()
+    env.ok("queue", "add", "two", "--parallel", "2")
+    lines = "".join(
+        json.dumps({"id": f"t{n:02d}", "command": _stamps_command(stamps), "queue": "two"}) + "\n"
+        for n in range(12)
+    )
+    env.ok("enqueue", "-", stdin=lines)
+    free = env.enqueue({"id": "free", "command": "true"})
+    procs = [env.start_worker("--count", "2") for _ in range(3)]
+    wait_until(lambda: free in env.ids("completed"), "the other queue's job")
+    wait_until(lambda: len(env.ids("completed")) == 13, "the limited queue to drain", timeout=60)
+    check(_most_at_once(stamps) == 2, f"{_most_at_once(stamps)} ran at once, the limit is 2")
+    slots = {p.read_text().split()[1] for p in stamps.glob("*.start")}
+    check(slots == {"0", "1"}, f"slots handed out: {sorted(slots)}")
+    for proc in procs:
+        os.kill(proc.pid, signal.SIGTERM)
+        wait_exit(proc, "a worker")
+
+
+def scenario_pause_and_resume(env: Env) -> None:
+    """A paused queue starts nothing, across a worker restart; resume lets it run."""
+    env.ok("queue", "add", "night")
+    env.ok("pause", "night")
+    job_id = env.enqueue({"command": "true", "queue": "night"})
+    check(json.loads(env.ok("queue", "list", "--json"))[1]["paused"] is True, "not shown paused")
+    run_burst(env)  # nothing runnable: exits at once, the job untouched
+    check(env.ids("pending") == {job_id}, "a job of a paused queue ran")
+    proc = env.start_worker()
+    env.ok("resume", "night")
+    wait_until(lambda: job_id in env.ids("completed"), "the resumed queue's job")
+    os.kill(proc.pid, signal.SIGTERM)
+    wait_exit(proc, "the worker")
+
+
+def scenario_dependencies(env: Env) -> None:
+    """``--after`` waits in blocked/ until its dependency completed; a dead dependency sends
+    the chain after it to dead/ with the reason; ``--after-any`` runs either way."""
+    first = env.ok("add", "--id", "first", "true").strip()
+    second = env.ok("add", "--id", "second", "--after", first, "true").strip()
+    check(env.ids("blocked") == {second}, "the dependent is not in blocked/")
+    shown = json.loads(env.ok("show", "--json", second))
+    check(shown["waiting_for"] == [first], f"show says it waits for {shown.get('waiting_for')}")
+    env.ok("add", "--id", "bad", "--max-retries", "0", "exit 4")
+    env.ok("add", "--id", "c1", "--after", "bad", "true")
+    env.ok("add", "--id", "c2", "--after", "c1", "true")
+    env.ok("add", "--id", "any", "--after-any", "bad", "true")
+    run_burst(env, "--count", "2")
+    check(env.ids("completed") == {"first", "second", "any"}, f"completed: {env.ids('completed')}")
+    check(env.ids("dead") == {"bad", "c1", "c2"}, f"dead: {env.ids('dead')}")
+    check(env.job("dead", "c2")["last_error"] == "dependency c1 ended dead", "no cascade reason")
+    ghost = env.run("add", "--after", "ghost", "true")
+    check(ghost.returncode == 2, "an unknown dependency was accepted")
+
+
+def scenario_hold_release_restart_edit(env: Env) -> None:
+    """Held jobs wait for ``release``; ``edit`` changes a waiting job; ``restart`` runs a
+    finished one again with its run numbers going on."""
+    job_id = env.ok("add", "--hold", "--id", "h", "echo run $QUEUECTL_RUN").strip()
+    check(env.ids("held") == {job_id}, "not in held/")
+    run_burst(env)
+    check(env.ids("held") == {job_id}, "a held job ran")
+    env.ok("edit", job_id, "--command", "echo edited run $QUEUECTL_RUN")
+    env.ok("release", job_id)
+    run_burst(env)
+    check(env.ok("logs", job_id) == "edited run 1\n", "the edit did not run")
+    env.ok("restart", job_id)
+    run_burst(env)
+    check(env.ok("logs", job_id) == "edited run 2\n", "the restart did not continue the runs")
+    refused = env.run("edit", job_id, "--priority", "3")
+    check(refused.returncode == 1 and "completed" in refused.stderr, "a finished job was edited")
+
+
+def scenario_unique_jobs(env: Env) -> None:
+    """Ten concurrent ``add --unique-key`` processes create exactly one job."""
+    procs = [
+        subprocess.Popen(
+            [*CLI, "--home", str(env.home), "add", "--unique-key", "nightly", "true"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(10)
+    ]
+    printed = {proc.communicate(timeout=CLI_TIMEOUT)[0].strip() for proc in procs}
+    check(len(printed) == 1, f"{len(printed)} different ids printed")
+    check(len(env.ids("pending")) == 1, f"{len(env.ids('pending'))} jobs created")
+
+
+def scenario_wait_exit_codes(env: Env) -> None:
+    """``wait`` exits with a job's own code, 124 on timeout, 125 for a cancelled job, 126
+    for a dead one without an exit code; ``--json`` tells them apart."""
+    own = env.enqueue({"command": "exit 7", "max_retries": 0})
+    lost = env.enqueue({"command": "sleep 5", "timeout": 0.2, "max_retries": 0})
+    far = env.enqueue({"command": "true", "run_at": "2099-01-01T00:00:00Z"})
+    env.ok("cancel", far)
+    run_burst(env, "--count", "2")
+    codes = {j: env.run("wait", j).returncode for j in (own, lost, far)}
+    check(codes == {own: 7, lost: 126, far: 125}, f"wait exit codes: {codes}")
+    later = env.enqueue({"command": "true", "run_at": "2099-01-01T00:00:00Z"})
+    check(env.run("wait", later, "--timeout", "0.2").returncode == 124, "no 124 on timeout")
+    shown = json.loads(env.run("wait", "--json", own, far).stdout)
+    check([s["state"] for s in shown] == ["dead", "cancelled"], f"wait --json said {shown}")
+
+
 SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("job-completes", scenario_job_completes),
     ("retry-backoff-dlq", scenario_retry_backoff_dlq),
@@ -807,6 +969,13 @@ SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("background-child-never-doubles-a-run", scenario_background_child_never_doubles_a_run),
     ("purged-id-can-be-reused", scenario_purged_id_can_be_reused),
     ("bad-config-is-reported", scenario_bad_config_is_reported),
+    ("add-a-plain-command", scenario_add_a_plain_command),
+    ("queue-limit-is-global", scenario_queue_limit_is_global),
+    ("pause-and-resume", scenario_pause_and_resume),
+    ("dependencies", scenario_dependencies),
+    ("hold-release-restart-edit", scenario_hold_release_restart_edit),
+    ("unique-jobs", scenario_unique_jobs),
+    ("wait-exit-codes", scenario_wait_exit_codes),
 ]
 
 
@@ -829,13 +998,18 @@ def run_scenario(name: str, scenario: Callable[[Env], None]) -> bool:
     return True
 
 
-def main() -> int:
-    """Run every scenario, print the summary line, return the exit status."""
-    results = [run_scenario(name, scenario) for name, scenario in SCENARIOS]
+def main(names: list[str]) -> int:
+    """Run every scenario (or the ones named), print the summary line, return the status."""
+    unknown = set(names) - {name for name, _ in SCENARIOS}
+    if unknown:
+        print(f"no such scenario: {' '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    chosen = [(n, s) for n, s in SCENARIOS if not names or n in names]
+    results = [run_scenario(name, scenario) for name, scenario in chosen]
     passed = sum(results)
     print(f"{passed} passed, {len(results) - passed} failed")
     return 0 if passed == len(results) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
