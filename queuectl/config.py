@@ -82,6 +82,18 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def _gpus(text: str) -> str:
+    from queuectl.storage.gpus import parse_gpus
+
+    return parse_gpus(text)
+
+
+def _command(text: str) -> str:
+    if "\x00" in text or len(text.encode("utf-8", "surrogatepass")) > 131_071:
+        raise ValueError("must be a shell command line (no NUL, at most 128 KiB)")
+    return text
+
+
 def _duration(text: str) -> int | float:
     seconds = parse_duration(text)
     return int(seconds) if seconds.is_integer() else seconds
@@ -133,6 +145,32 @@ KEYS: Final[dict[str, Key]] = {
             604800,
             _duration,
             "seconds of full journal history 'journal compact' keeps (7d, 12h, 30m accepted)",
+        ),
+        Key(
+            "gpus",
+            "",
+            _gpus,
+            "GPU devices jobs may ask for with --gpus: a list such as 0,1,2,3, or auto "
+            "(what nvidia-smi -L lists); empty: none",
+        ),
+        Key(
+            "gpu-jobs-per-device",
+            1,
+            _int_in(1, 64),
+            "how many jobs may share one GPU device",
+        ),
+        Key(
+            "on-finish",
+            "",
+            _command,
+            "a shell command run after each job reaches a final state (completed, dead, "
+            "cancelled), with QUEUECTL_JOB_ID, QUEUECTL_STATE, ... set; empty: none",
+        ),
+        Key(
+            "on-finish-timeout",
+            60,
+            _number_in(1, 86400),
+            "seconds a completion hook may run before its process group is killed",
         ),
     )
 }

@@ -64,6 +64,7 @@ WAITING_STATES: Final = frozenset(
 
 DEFAULT_QUEUE: Final = "default"
 MAX_LABELS: Final = 32
+MAX_GPUS: Final = 64
 MAX_DEPENDENCIES: Final = 1000
 
 ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -117,6 +118,8 @@ ACCEPTED_FIELDS: Final = frozenset(
         "unique_key",
         "unique_for",
         "held",
+        "gpus",
+        "on_finish",
     }
 )
 """Fields a user may set when creating a job; every other field is managed by queuectl."""
@@ -224,6 +227,13 @@ class Job:
     unique_key: str | None = None
     unique_for: float | None = None
     """Seconds after completion during which the key still refuses a new job."""
+    gpus: int = 0
+    """GPU devices the job needs (the ``gpus`` setting lists them)."""
+    on_finish: str | None = None
+    """A shell command run when the job reaches a final state (instead of the on-finish
+    setting; "" for none)."""
+    schedule: str | None = None
+    """The schedule that enqueued it, if one did."""
     history: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -246,6 +256,9 @@ class Job:
             "after_any": self.after_any,
             "unique_key": self.unique_key,
             "unique_for": self.unique_for,
+            "gpus": self.gpus,
+            "on_finish": self.on_finish,
+            "schedule": self.schedule,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "next_run_at": self.next_run_at,
@@ -314,6 +327,9 @@ class Job:
                 after_any=_require_ids(data.get("after_any") or [], "after_any"),
                 unique_key=_optional(data, "unique_key", _require_unique_key),
                 unique_for=_optional(data, "unique_for", _require_unique_for),
+                gpus=_require_int(data.get("gpus", 0), "gpus", 0, MAX_GPUS),
+                on_finish=_optional(data, "on_finish", _require_hook),
+                schedule=_optional(data, "schedule", _require_schedule_name),
                 history=_require_history(data.get("history") or []),
                 extra=extra,
             )
@@ -484,6 +500,20 @@ def _require_unique_for(value: object) -> float:
     return float(value)
 
 
+def _require_hook(value: object) -> str:
+    if not isinstance(value, str) or "\x00" in value:
+        raise InvalidJob("'on_finish' must be a shell command line")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_COMMAND_BYTES:
+        raise InvalidJob(f"'on_finish' is longer than {MAX_COMMAND_BYTES} bytes")
+    return value
+
+
+def _require_schedule_name(value: object) -> str:
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        raise InvalidJob("'schedule' must be a schedule name")
+    return value
+
+
 def _require_history(value: object) -> list[dict[str, Any]]:
     if not isinstance(value, list) or len(value) > 4 * HISTORY_LIMIT:
         raise InvalidJob("'history' must be a list of attempts")
@@ -549,6 +579,8 @@ def job_from_input(
         after_any=_require_ids(data.get("after_any", []), "after_any"),
         unique_key=_optional(data, "unique_key", _require_unique_key),
         unique_for=_optional(data, "unique_for", _require_unique_for),
+        gpus=_require_int(data.get("gpus", 0), "gpus", 0, MAX_GPUS),
+        on_finish=_optional(data, "on_finish", _require_hook),
         state=JobState.HELD if held else JobState.PENDING,
     )
 

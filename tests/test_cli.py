@@ -365,6 +365,7 @@ def test_show_json(populated: Path) -> None:
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert data.pop("running") is None  # only a job in processing/ runs
+    assert data.pop("hook") is None  # no completion hook configured
     assert data == json.loads((populated / "failed" / "f1.json").read_text())
     assert data["state"] == "failed"
 

@@ -17,8 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
-from queuectl.admin.rebuild import existing_job_files, split, winners, winning_job, winning_queue
+from queuectl.admin.rebuild import (
+    existing_job_files,
+    named_stores,
+    split,
+    winners,
+    winning_job,
+    winning_named,
+)
 from queuectl.config import backoff_policy
 from queuectl.errors import InvalidJob, JournalCorrupt, QueueError
 from queuectl.job import Job, JobState, utcnow
@@ -30,7 +38,7 @@ from queuectl.storage.events import Event, job_entry
 from queuectl.storage.home import AUX_DIRS, STATE_DIRS
 from queuectl.storage.jobfile import is_job_name, read_job
 from queuectl.storage.journal import audit, check
-from queuectl.storage.queues import Queue
+from queuectl.storage.named import NamedStore
 from queuectl.storage.records import decode_line
 from queuectl.storage.registry import live_workers
 from queuectl.storage.replay import Winner
@@ -213,9 +221,12 @@ def _remove_tmp(path: Path) -> str:
 def _check_files(store: Store, offline: bool, journal_ok: bool) -> list[Finding]:
     """One read of every job file: files that are not valid jobs (or must not be trusted),
     and, with a sound journal, each settled job against its winning journal record."""
-    best, queues = split(winners(store)) if journal_ok else ({}, {})
+    best, named = split(winners(store)) if journal_ok else ({}, {})
     files = existing_job_files(store)
-    out: list[Finding] = _check_queues(store, queues, offline) if journal_ok else []
+    out: list[Finding] = []
+    if journal_ok:
+        for kind in named_stores(store):
+            out += _check_named(store, kind, named[kind.kind], offline)
     for state in JobState:
         directory = store.home.state_dir(state)
         for name in sorted(os.listdir(directory)):
@@ -240,19 +251,23 @@ def _check_files(store: Store, offline: bool, journal_ok: bool) -> list[Finding]
     return out
 
 
-def _check_queues(store: Store, queues: dict[str, Winner], offline: bool) -> list[Finding]:
-    """Each queue file against its winning journal record, and files the journal lacks."""
+def _check_named(
+    store: Store, kind: NamedStore[Any], found: dict[str, Winner], offline: bool
+) -> list[Finding]:
+    """Each queue (or schedule) file against its winning journal record, and files the
+    journal lacks."""
     out = []
-    on_disk = {name for name in store.queues.names() if store.queues.read_file(name) is not None}
-    for name, winner in sorted(queues.items()):
-        current = store.queues.read_file(name)
+    label = kind.kind
+    on_disk = {name for name in kind.file_names() if kind.read_file(name) is not None}
+    for name, winner in sorted(found.items()):
+        current = kind.read_file(name)
         if winner.gone:
             if current is not None and current.rev <= winner.rev:
                 out.append(
                     Finding(
-                        "queue",
-                        f"queue {name} was removed but its file is still here",
-                        partial(_remove_queue_file, store, name),
+                        label,
+                        f"{label} {name} was removed but its file is still here",
+                        partial(_remove_named_file, kind, name),
                     )
                 )
             continue
@@ -263,42 +278,43 @@ def _check_queues(store: Store, queues: dict[str, Winner], offline: bool) -> lis
             if (current.generation, current.rev) > (winner.generation, winner.rev):
                 out.append(
                     Finding(
-                        "queue",
-                        f"queue {name} is newer than the journal",
-                        partial(_journal_queue, store, current),
+                        label,
+                        f"{label} {name} is newer than the journal",
+                        partial(_journal_named, kind, current),
                     )
                 )
             continue
-        fix = partial(_rewrite_queue, store, winner) if offline else None
-        out.append(Finding("queue", f"queue {name} disagrees with the journal", fix))
-    for name in sorted(on_disk - set(queues)):
-        current = store.queues.read_file(name)
+        fix = partial(_rewrite_named, store, kind, winner) if offline else None
+        out.append(Finding(label, f"{label} {name} disagrees with the journal", fix))
+    for name in sorted(on_disk - set(found)):
+        current = kind.read_file(name)
         if current is not None:
             out.append(
                 Finding(
-                    "queue",
-                    f"queue {name} is not in the journal",
-                    partial(_journal_queue, store, current),
+                    label,
+                    f"{label} {name} is not in the journal",
+                    partial(_journal_named, kind, current),
                 )
             )
     return out
 
 
-def _remove_queue_file(store: Store, name: str) -> str:
-    return f"removed queues/{name}.json" if store.queues.remove_file(name) else "already gone"
+def _remove_named_file(kind: NamedStore[Any], name: str) -> str:
+    removed = kind.remove_file(name)
+    return f"removed {kind.folder}/{name}.json" if removed else "already gone"
 
 
-def _journal_queue(store: Store, queue: Queue) -> str:
-    store.queues.journal_file(queue)
-    return f"journaled queue {queue.name}"
+def _journal_named(kind: NamedStore[Any], item: Any) -> str:
+    kind.journal_file(item, Event.FSCK)
+    return f"journaled {kind.kind} {item.name}"
 
 
-def _rewrite_queue(store: Store, winner: Winner) -> str:
-    queue = winning_queue(store, winner)
-    if queue is None:
+def _rewrite_named(store: Store, kind: NamedStore[Any], winner: Winner) -> str:
+    item = winning_named(store, kind, winner)
+    if item is None:
         return "the journal record cannot be read"
-    store.queues.write_file(queue)
-    return f"wrote queue {queue.name} from the journal"
+    kind.write_file(item)
+    return f"wrote {kind.kind} {item.name} from the journal"
 
 
 def _check_file(

@@ -16,14 +16,14 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from queuectl.errors import InvalidJob, QueueError
 from queuectl.job import ID_PATTERN, Job, JobState
 from queuectl.storage.commit import Change
 from queuectl.storage.events import Event
 from queuectl.storage.jobfile import read_job_file
-from queuectl.storage.queues import Queue
+from queuectl.storage.named import NamedStore
 from queuectl.storage.registry import live_workers
 from queuectl.storage.replay import Replay, Winner
 from queuectl.storage.store import Store
@@ -33,8 +33,10 @@ __all__ = [
     "Winner",
     "existing_job_files",
     "journal_jobs",
+    "named_stores",
     "rebuild",
     "winners",
+    "winning_named",
 ]
 
 BATCH: Final = 1000
@@ -49,22 +51,38 @@ def winners(store: Store) -> dict[str, Winner]:
     return replay.winners()
 
 
-QUEUE_PREFIX: Final = "queue:"
+NAMED_KINDS: Final = ("queue", "schedule")
+"""Kinds of named objects journaled as ``<kind>:<name>`` (``storage.named``)."""
 
 
-def split(best: dict[str, Winner]) -> tuple[dict[str, Winner], dict[str, Winner]]:
-    """(jobs, queues by name) of the winners: queues are journaled as ``queue:<name>``."""
-    jobs = {k: v for k, v in best.items() if not k.startswith(QUEUE_PREFIX)}
-    queues = {k[len(QUEUE_PREFIX) :]: v for k, v in best.items() if k.startswith(QUEUE_PREFIX)}
-    return jobs, queues
+def split(best: dict[str, Winner]) -> tuple[dict[str, Winner], dict[str, dict[str, Winner]]]:
+    """(jobs, named objects by kind and name) of the winners.
+
+    Job ids never contain ``:``; ids that do are named objects (``queue:gpu``) or history
+    that is not state at all (``hook:<id>``, a completion hook's result), which is dropped.
+    """
+    jobs: dict[str, Winner] = {}
+    named: dict[str, dict[str, Winner]] = {kind: {} for kind in NAMED_KINDS}
+    for key, winner in best.items():
+        kind, colon, name = key.partition(":")
+        if not colon:
+            jobs[key] = winner
+        elif kind in named:
+            named[kind][name] = winner
+    return jobs, named
 
 
-def winning_queue(store: Store, winner: Winner) -> Queue | None:
+def winning_named(store: Store, kind: NamedStore[Any], winner: Winner) -> Any | None:
+    """The object a named store's winning record describes, or None if it cannot be read."""
     record = store.journal.read_at(winner.source, winner.offset, winner.length)
     try:
-        return Queue.from_dict(record.get("queue") if record else None)
+        return kind.model.from_dict(record.get(kind.kind) if record else None)
     except InvalidJob:
         return None
+
+
+def named_stores(store: Store) -> list[NamedStore[Any]]:
+    return [store.queues, store.schedules]
 
 
 def winning_job(store: Store, winner: Winner) -> Job | None:
@@ -120,8 +138,9 @@ def rebuild(
     from queuectl.storage.journal import check
 
     _count, torn = check(store.home.journal)
-    best, queues = split(winners(store))
-    _rebuild_queues(store, queues)
+    best, named = split(winners(store))
+    for kind in named_stores(store):
+        _rebuild_named(store, kind, named[kind.kind])
     existing = existing_job_files(store)
     report = RebuildReport(torn_tail=torn)
     if on_total:
@@ -152,14 +171,14 @@ def rebuild(
     return report
 
 
-def _rebuild_queues(store: Store, queues: dict[str, Winner]) -> None:
-    for name, winner in queues.items():
+def _rebuild_named(store: Store, kind: NamedStore[Any], found: dict[str, Winner]) -> None:
+    for name, winner in found.items():
         if winner.gone:
-            store.queues.remove_file(name)
+            kind.remove_file(name)
             continue
-        queue = winning_queue(store, winner)
-        if queue is not None and store.queues.read_file(name) != queue:
-            store.queues.write_file(queue)
+        item = winning_named(store, kind, winner)
+        if item is not None and kind.read_file(name) != item:
+            kind.write_file(item)
 
 
 def _flush(store: Store, batch: list[tuple[Change, list[Path]]], report: RebuildReport) -> None:

@@ -82,8 +82,9 @@ def show(ctx: Context, job_id: str, as_json: bool) -> None:
     job = ctx.store.folders.load(job_id)
     running = running_info(ctx.store, job) if job.state.value == "processing" else None
     waiting = ctx.store.workflow.waiting_for(job) if job.state.value == "blocked" else None
+    hooks = [h for h in ctx.store.hooks.results(job_id) if h.get("generation") == job.generation]
     if as_json:
-        extra: dict[str, Any] = {"running": running}
+        extra: dict[str, Any] = {"running": running, "hook": hooks[-1] if hooks else None}
         if waiting is not None:
             extra["waiting_for"] = waiting
         print_json({**job.to_dict(), **extra})
@@ -102,6 +103,12 @@ def show(ctx: Context, job_id: str, as_json: bool) -> None:
         )
     if waiting is not None:
         click.echo(f"waiting for: {' '.join(waiting) or '(nothing: about to move on)'}")
+    for hook in hooks[-3:]:
+        tail = f": {hook['stderr_tail']}" if hook.get("stderr_tail") else ""
+        click.echo(
+            f"hook ({hook.get('state')}) {hook.get('outcome')}, exit code "
+            f"{hook.get('exit_code')}, at {hook.get('finished_at')}{tail}"
+        )
     from queuectl.observe.attempts import job_attempts
 
     runs = [a for a in job_attempts(ctx.store, job_id) if a.get("generation") == job.generation]

@@ -52,6 +52,7 @@ COMMANDS: Final = {
     "release": "workflow:release",
     "restart": "workflow:restart",
     "edit": "workflow:edit",
+    "schedule": "schedules:schedule",
     "dashboard": "serve:dashboard",
     "metrics": "serve:metrics",
 }

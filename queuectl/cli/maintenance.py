@@ -116,6 +116,8 @@ def config_set(ctx: Context, key: str, value: str) -> None:
     name = canonical_key(key)
     parsed = parse_value(name, value)
     ctx.store.set_config(name, parsed)
+    if name == "on-finish" and parsed:
+        ctx.store.hooks.enable(per_job=False)  # hooks run for jobs that finish from now on
     click.echo(f"{name} = {parsed}")
 
 

@@ -37,6 +37,8 @@ Accepted JSON fields (type, default):
   unique_key   string, none: no second job with this key while one waits or runs
   unique_for   seconds, none: ... nor while one completed this recently
   held         true/false, false: wait for 'queuectl release'
+  gpus         integer 0..64, 0: GPU devices it needs (the gpus setting)
+  on_finish    string, the on-finish setting: a command run when it ends
 """
 
 
@@ -91,6 +93,17 @@ def job_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="With --unique-key: also while such a job completed this recently.",
         ),
         click.option("--hold", is_flag=True, help="Do not run it until 'queuectl release ID'."),
+        click.option(
+            "--gpus",
+            type=click.IntRange(0, 64),
+            metavar="N",
+            help="GPU devices it needs (the gpus setting lists them); sets CUDA_VISIBLE_DEVICES.",
+        ),
+        click.option(
+            "--on-finish",
+            metavar="COMMAND",
+            help="Run this when it reaches a final state (instead of the on-finish setting).",
+        ),
         click.option("--cwd", metavar="PATH", help="Directory to run in."),
         click.option(
             "--env",
@@ -121,7 +134,7 @@ def add(ctx: Context, command: tuple[str, ...], **options: Any) -> None:
     """
     text = command[0] if len(command) == 1 else shlex.join(command)
     data: dict[str, Any] = {"command": text, "cwd": os.getcwd()}
-    data.update(_overrides(options, data))
+    data.update(overrides(options, data))
     _submit(ctx, [(0, data)], explicit={"id"} & set(data))
 
 
@@ -146,7 +159,7 @@ def enqueue(ctx: Context, job: str, **options: Any) -> None:
     for number, text in _enqueue_inputs(job):
         try:
             data = parse_object(text)
-            data.update(_overrides(options, data))
+            data.update(overrides(options, data))
         except UsageError as exc:
             where = f"line {number}: " if number else ""
             raise type(exc)(f"{where}{exc}") from None
@@ -185,7 +198,7 @@ def _submit(ctx: Context, batch: list[tuple[int, dict[str, Any]]], explicit: set
         note(f"job {holder} holds unique key {keys[job_id]!r}: nothing new was created")
 
 
-def _overrides(options: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+def overrides(options: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """The JSON fields the options set (scalars replace, repeatables add)."""
     from datetime import timedelta
 
@@ -199,6 +212,8 @@ def _overrides(options: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         "max_retries": "max_retries",
         "timeout": "timeout",
         "unique_key": "unique_key",
+        "gpus": "gpus",
+        "on_finish": "on_finish",
     }
     for option, field in scalar.items():
         if options.get(option) is not None:

@@ -103,11 +103,13 @@ def status(ctx: Context, as_json: bool) -> None:
     queues = [
         {"name": q.name, "parallel": q.parallel, "paused": q.paused} for q in store.queues.all()
     ]
+    gpus = store.devices.in_use()
     if as_json:
         print_json(
             {
                 "jobs": counts,
                 "queues": queues,
+                "gpus": gpus,
                 "workers": workers,
                 "rejected": [{"file": f, "reason": r} for f, r in rejected],
             }
@@ -123,6 +125,11 @@ def status(ctx: Context, as_json: bool) -> None:
             [q["name"], q["parallel"] or "no limit", "yes" if q["paused"] else ""] for q in queues
         ]
         click.echo(tabulate(rows, headers=["queue", "parallel", "paused"]))
+        click.echo()
+    if gpus:
+        _devices, per = store.devices.current()
+        used = ", ".join(f"{d}: {n}/{per}" for d, n in gpus.items())
+        click.echo(f"gpu devices in use: {used}")
         click.echo()
     if workers:
         rows = [

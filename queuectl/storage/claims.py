@@ -36,6 +36,7 @@ from queuectl.storage.commit import Committer
 from queuectl.storage.drops import STORED_ONLY_FIELDS, Rejector, is_young
 from queuectl.storage.durable import fsync_dir, rename_noreplace, unlink_all
 from queuectl.storage.folders import Folders
+from queuectl.storage.gpus import GPU_STALL, Devices
 from queuectl.storage.home import Home
 from queuectl.storage.jobfile import Untrusted, read_job, read_open
 from queuectl.storage.locks import Holder, LockFile, change_offset, gate_offset, job_offset
@@ -60,6 +61,8 @@ class Claim:
     path: Path
     origin: JobState
     slot: int = 0
+    gpus: list[str] | None = None
+    """The devices it holds a place on (None: the job asked for none)."""
 
     @property
     def fd(self) -> int:
@@ -113,7 +116,9 @@ class Claims:
         accept: Accept,
         queues: QueueStore,
         adopting: Callable[[Job], contextlib.AbstractContextManager[None]],
+        devices: Devices,
     ) -> None:
+        self.devices = devices
         self.queues = queues
         self._adopting = adopting
         self.home = home
@@ -215,6 +220,10 @@ class Claims:
             if slot is None:
                 prepared.release()
                 return ClaimMiss(f"queue {job.queue} is at its limit", parked=job.queue)
+            devices = self.devices.take(prepared.lock, job.gpus) if job.gpus else None
+            if job.gpus and devices is None:
+                prepared.release()
+                return ClaimMiss(f"{job.gpus} GPU device(s) not free", parked=GPU_STALL)
             try:
                 current = os.lstat(src)  # still the file we read (nobody replaced the name)?
             except FileNotFoundError:
@@ -238,7 +247,9 @@ class Claims:
             change.drop(change_offset(job.id))
         job.worker = worker
         job.started_at = format_time(now)
-        return Claim(job=job, lock=prepared.lock, path=dst, origin=prepared.origin, slot=slot)
+        return Claim(
+            job=job, lock=prepared.lock, path=dst, origin=prepared.origin, slot=slot, gpus=devices
+        )
 
     def put_back(self, claim: Claim) -> None:
         """Undo a claim whose command did not run to the end (a stop). Nothing was journaled

@@ -23,11 +23,12 @@ __all__ = [
     "ATTEMPT_EVENTS",
     "Entry",
     "Event",
+    "hook_entry",
     "job_entry",
     "job_index_parts",
+    "named_entry",
     "outcome_name",
     "plain_entry",
-    "queue_entry",
 ]
 
 
@@ -60,6 +61,12 @@ class Event(StrEnum):
     EDITED = "edited"
     UNBLOCKED = "unblocked"
     """Its dependencies are satisfied: from blocked/ to pending/."""
+    HOOK = "hook"
+    """A completion hook ran for a job's final state (``hook:<id>`` in the index)."""
+    SCHEDULE_ADDED = "schedule_added"
+    SCHEDULE_REMOVED = "schedule_removed"
+    FIRED = "fired"
+    """A schedule enqueued an occurrence (its record says which and the job's id)."""
     QUEUE_ADDED = "queue_added"
     QUEUE_CHANGED = "queue_changed"
     QUEUE_REMOVED = "queue_removed"
@@ -72,7 +79,9 @@ ATTEMPT_EVENTS: Final = frozenset(
 )
 """Events that can end an attempt (``cancelled`` only when the job was running)."""
 
-GONE_EVENTS: Final = frozenset({Event.DELETED, Event.WITHDRAWN, Event.QUEUE_REMOVED})
+GONE_EVENTS: Final = frozenset(
+    {Event.DELETED, Event.WITHDRAWN, Event.QUEUE_REMOVED, Event.SCHEDULE_REMOVED}
+)
 """A winning record with one of these means: the job does not exist."""
 
 _dumps = json.JSONEncoder(ensure_ascii=False).encode
@@ -112,13 +121,29 @@ def job_entry(
     return Entry(frame_payload(payload), *job_index_parts(str(event), job, stamp, attempt))
 
 
-def queue_entry(event: Event | str, queue: Any, stamp: str) -> Entry:
-    """The record of a change to a queue (``storage.queues.Queue``): about ``queue:<name>``
-    in the index, so replay treats a queue like a job (highest generation and rev wins)."""
-    record = {"ts": stamp, "event": str(event), "pid": os.getpid(), "queue": queue.to_dict()}
+def named_entry(kind: str, event: Event | str, item: Any, stamp: str) -> Entry:
+    """The record of a change to a queue or a schedule (``storage.named``): about
+    ``<kind>:<name>`` in the index, so replay treats it like a job (highest generation and
+    rev wins)."""
+    record = {"ts": stamp, "event": str(event), "pid": os.getpid(), kind: item.to_dict()}
     text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
-    head = f"queue:{queue.name}\t{event}"
-    tail = f"{queue.generation}\t{queue.rev}\t{queue.state}\t{epoch(stamp)}"
+    head = f"{kind}:{item.name}\t{event}"
+    tail = f"{item.generation}\t{item.rev}\t{item.state}\t{epoch(stamp)}"
+    return Entry(frame_payload(text.encode("utf-8", "backslashreplace")), head, tail)
+
+
+def hook_entry(job_id: str, generation: int, rev: int, result: dict[str, Any], stamp: str) -> Entry:
+    """The record of a completion hook's run for one job's final state (``hook:<id>`` in the
+    index: ``show`` finds it without a scan; replay ignores it)."""
+    record = {
+        "ts": stamp,
+        "event": str(Event.HOOK),
+        "pid": os.getpid(),
+        "hook": {"job": job_id, "generation": generation, "rev": rev, **result},
+    }
+    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    head = f"hook:{job_id}\t{Event.HOOK}"
+    tail = f"{generation}\t{rev}\t{result.get('outcome', '')}\t{epoch(stamp)}"
     return Entry(frame_payload(text.encode("utf-8", "backslashreplace")), head, tail)
 
 

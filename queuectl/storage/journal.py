@@ -369,6 +369,23 @@ class Journal:
         """The index lines of one segment or snapshot (see ``rows``)."""
         return _source_rows(source, self._persist_index)
 
+    def rows_after(self, segment: int, offset: int) -> Iterator[tuple[list[str], int, int]]:
+        """Index lines of records at or after byte ``offset`` of segment ``segment``, then
+        of every newer segment, as (fields, segment number, end offset of the record); for
+        a reader that keeps its own place (the hook runner). Snapshots are skipped (they
+        repeat states, they are not events). Call inside ``reading()``."""
+        for number in segment_numbers(self.directory):
+            if number < segment:
+                continue
+            start = offset if number == segment else 0
+            for fields in _source_rows(segment_path(self.directory, number), self._persist_index):
+                try:
+                    begin, length = int(fields[OFFSET]), int(fields[LENGTH])
+                except (IndexError, ValueError):
+                    continue
+                if begin >= start:
+                    yield fields, number, begin + length
+
     def rows_of(self, job_id: str) -> list[tuple[list[str], Path]]:
         """The index lines of one job's records (every life), oldest first: one substring
         search per index file, so it costs milliseconds at 200,000 records."""

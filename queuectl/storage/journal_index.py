@@ -134,18 +134,35 @@ def derive_parts(record: dict[str, Any]) -> tuple[str, str]:
 
 
 def _other_parts(record: dict[str, Any], event: str, stamp: str) -> tuple[str, str]:
-    """Records about a queue (``queue:<name>``) or about nothing (``-``)."""
-    queue = record.get("queue")
-    if isinstance(queue, dict) and isinstance(queue.get("name"), str):
-        name = queue["name"]
-        if ID_PATTERN.fullmatch(name):
+    """Records about a queue or schedule (``<kind>:<name>``), a hook run (``hook:<id>``),
+    or about nothing (``-``)."""
+    for kind in NAMED_KINDS:
+        item = record.get(kind)
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            name = item["name"]
+            if not ID_PATTERN.fullmatch(name):
+                break
             try:
-                generation, rev = _whole(queue.get("generation", 0)), _whole(queue.get("rev", 1))
+                generation, rev = _whole(item.get("generation", 0)), _whole(item.get("rev", 1))
             except ValueError:
-                return f"queue:{name}\t{event}", "0\t0\t\t"
-            state = "paused" if queue.get("paused") is True else "active"
-            return f"queue:{name}\t{event}", f"{generation}\t{rev}\t{state}\t{epoch(stamp)}"
+                return f"{kind}:{name}\t{event}", "0\t0\t\t"
+            state = "paused" if item.get("paused") is True else "active"
+            return f"{kind}:{name}\t{event}", f"{generation}\t{rev}\t{state}\t{epoch(stamp)}"
+    hook = record.get("hook")
+    if isinstance(hook, dict) and isinstance(hook.get("job"), str):
+        job_id = hook["job"]
+        if ID_PATTERN.fullmatch(job_id):
+            try:
+                generation, rev = _whole(hook.get("generation", 0)), _whole(hook.get("rev", 0))
+            except ValueError:
+                generation, rev = 0, 0
+            outcome = hook.get("outcome")
+            state = outcome if isinstance(outcome, str) and outcome.isidentifier() else ""
+            return f"hook:{job_id}\t{event}", f"{generation}\t{rev}\t{state}\t{epoch(stamp)}"
     return f"-\t{event}", f"0\t0\t\t{epoch(stamp)}"
+
+
+NAMED_KINDS: Final = ("queue", "schedule")
 
 
 def _whole(value: object, default: int | None = None) -> int:

@@ -37,6 +37,8 @@ from typing import Final
 from queuectl.errors import StorageError
 
 __all__ = [
+    "HOOK_BYTE",
+    "LEADER_BYTE",
     "LOCK_FILE_NAME",
     "Holder",
     "LockFile",
@@ -64,6 +66,9 @@ _GPU_BASE: Final = 1 << 52
 _MARK_BASE: Final = 1 << 48
 _GATE_BASE: Final = 1 << 47
 LEADER_BYTE: Final = 1
+"""Held by the worker that runs the schedules (``worker.leader``)."""
+HOOK_BYTE: Final = 2
+"""Held by the worker that runs the completion hooks (``worker.hooks``)."""
 
 
 def _hash(text: str, bits: int) -> int:

@@ -16,22 +16,17 @@ claim that saw the queue unpaused is still in flight, and none starts.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Final
 
 from queuectl.errors import InvalidJob, QueueError, UsageError
 from queuectl.job import DEFAULT_QUEUE, ID_PATTERN, format_time, new_generation, utcnow
-from queuectl.storage.durable import fsync_dir, fsync_fd, read_regular, write_tmp
-from queuectl.storage.events import Event, queue_entry
-from queuectl.storage.home import Home
-from queuectl.storage.journal import Journal
-from queuectl.storage.locks import LockFile, ProcessMark, change_offset, gate_offset
+from queuectl.storage.events import Event
+from queuectl.storage.locks import gate_offset
+from queuectl.storage.named import NamedStore
 
 __all__ = ["MAX_PARALLEL", "Queue", "QueueStore"]
 
@@ -94,45 +89,18 @@ def _flag(value: object) -> bool:
     return value
 
 
-class QueueStore:
-    def __init__(self, home: Home, journal: Journal, locks: LockFile, mark: ProcessMark) -> None:
-        self.home = home
-        self.journal = journal
-        self.locks = locks
-        self.mark = mark
-        self._cache: dict[str, tuple[tuple[int, int, int] | None, Queue | None]] = {}
-        self._guard = threading.Lock()
-
-    @property
-    def directory(self) -> Path:
-        return self.home.root / "queues"
-
-    def path(self, name: str) -> Path:
-        return self.directory / f"{name}.json"
-
-    # ---------------------------------------------------------------- reading
+class QueueStore(NamedStore[Queue]):
+    kind = "queue"
+    folder = "queues"
+    model = Queue
 
     def get(self, name: str) -> Queue | None:
-        """The queue as its file says now (None: no such queue). Cheap to call per claim:
-        the file is parsed again only when its stat changed."""
-        if not ID_PATTERN.fullmatch(name):
-            return None
-        path = self.path(name)
-        try:
-            st = os.lstat(path)
-            stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = None
-        with self._guard:
-            cached = self._cache.get(name)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        queue = self._read(path) if stamp is not None else None
-        if queue is None and name == DEFAULT_QUEUE:
-            queue = Queue(DEFAULT_QUEUE)
-        with self._guard:
-            self._cache[name] = (stamp, queue)
-        return queue
+        """The queue as its file says now (None: no such queue; the default queue exists
+        without a file). Cheap to call per claim (``NamedStore.read_file``)."""
+        found = self.read_file(name)
+        if found is None and name == DEFAULT_QUEUE:
+            return Queue(DEFAULT_QUEUE)
+        return found
 
     def require(self, name: str) -> Queue:
         """The queue, or a usage error (exit 2) that says how to create it."""
@@ -142,39 +110,19 @@ class QueueStore:
         return queue
 
     def names(self) -> list[str]:
-        found = {DEFAULT_QUEUE}
-        try:
-            entries = os.listdir(self.directory)
-        except FileNotFoundError:
-            entries = []
-        for entry in entries:
-            if entry.endswith(".json") and ID_PATTERN.fullmatch(entry[:-5]):
-                found.add(entry[:-5])
-        return sorted(found)
+        return sorted({DEFAULT_QUEUE, *self.file_names()})
 
     def all(self) -> list[Queue]:
         return [q for q in (self.get(name) for name in self.names()) if q is not None]
-
-    def _read(self, path: Path) -> Queue | None:
-        try:
-            raw, st = read_regular(path, 64 << 10)
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022 or st.st_nlink > 1:
-                return None  # not trusted: as if the queue did not exist (fsck reports it)
-            queue = Queue.from_dict(json.loads(raw))
-        except (OSError, ValueError, InvalidJob, RecursionError):
-            return None
-        return queue if path.name == f"{queue.name}.json" else None
 
     # ---------------------------------------------------------------- changes
 
     def add(self, name: str, parallel: int, now: datetime | None = None) -> Queue:
         _check_name(name)
         moment = format_time(now or utcnow())
-        with self._changing(name):
-            if name != DEFAULT_QUEUE and self.get(name) is not None:
+        with self.changing(name):
+            if self.read_file(name) is not None or os.path.lexists(self.path(name)):
                 raise QueueError(f"queue {name!r} already exists")
-            if name == DEFAULT_QUEUE and os.path.lexists(self.path(name)):
-                raise QueueError("queue 'default' already exists")
             queue = Queue(
                 name,
                 parallel=_limit(parallel),
@@ -183,42 +131,42 @@ class QueueStore:
                 updated_at=moment,
                 generation=new_generation(now),
             )
-            self._write(queue, Event.QUEUE_ADDED)
+            self.save(queue, Event.QUEUE_ADDED)
         return queue
 
     def set_parallel(self, name: str, parallel: int) -> Queue:
         limit = _limit(parallel)
-        with self._changing(name):
+        with self.changing(name):
             queue = self._existing(name)
             high = max(queue.high_water, queue.parallel, limit) if limit else 0
-            changed = self._next(queue, parallel=limit, high_water=high)
-            self._write(changed, Event.QUEUE_CHANGED)
+            changed = self.next_version(queue, parallel=limit, high_water=high)
+            self.save(changed, Event.QUEUE_CHANGED)
         return changed
 
     def settle_high_water(self, name: str, free: bool) -> None:
         """Forget an old higher limit once the slots above the current one are free (a
-        worker calls this; nothing to journal beyond the queue's own record)."""
+        worker calls this after a limit was lowered)."""
         if not free:
             return
-        with self._changing(name):
+        with self.changing(name):
             queue = self.get(name)
             if queue is None or queue.high_water <= queue.parallel:
                 return
-            self._write(self._next(queue, high_water=queue.parallel), Event.QUEUE_CHANGED)
+            self.save(self.next_version(queue, high_water=queue.parallel), Event.QUEUE_CHANGED)
 
     def set_paused(self, name: str, paused: bool) -> tuple[Queue, bool]:
         """(the queue, whether it changed)."""
-        with self._changing(name):
+        with self.changing(name):
             queue = self._existing(name)
             if queue.paused == paused:
                 return queue, False
-            changed = self._next(queue, paused=paused)
+            changed = self.next_version(queue, paused=paused)
             with self.gate(name, exclusive=True):
-                self._write(changed, Event.PAUSED if paused else Event.RESUMED)
+                self.save(changed, Event.PAUSED if paused else Event.RESUMED)
         return changed, True
 
     def remove(self, name: str, busy: int) -> None:
-        with self._changing(name):
+        with self.changing(name):
             queue = self._existing(name)
             if name == DEFAULT_QUEUE:
                 raise QueueError("the default queue cannot be removed")
@@ -227,73 +175,13 @@ class QueueStore:
                     f"queue {name!r} still has {busy} unfinished job(s); "
                     "cancel or finish them first"
                 )
-            stamp = format_time(utcnow())
-            gone = self._next(queue)
-            self.journal.append_entries([queue_entry(Event.QUEUE_REMOVED, gone, stamp)])
-            os.unlink(self.path(name))
-            fsync_dir(self.directory)
-
-    def write_file(self, queue: Queue) -> None:
-        """Write a queue's file without journaling it (rebuild, fsck: the journal has it)."""
-        self._publish(queue)
-
-    def remove_file(self, name: str) -> bool:
-        """Remove a queue's file whose removal the journal has (rebuild, fsck)."""
-        try:
-            os.unlink(self.path(name))
-        except FileNotFoundError:
-            return False
-        fsync_dir(self.directory)
-        return True
-
-    def journal_file(self, queue: Queue) -> None:
-        """Journal a queue file the journal lacks (fsck)."""
-        self.journal.append_entries([queue_entry(Event.QUEUE_CHANGED, queue, queue.updated_at)])
-
-    def read_file(self, name: str) -> Queue | None:
-        """The queue file as it is on disk (no default queue made up)."""
-        return self._read(self.path(name))
+            self.delete(queue, Event.QUEUE_REMOVED)
 
     def _existing(self, name: str) -> Queue:
         queue = self.get(name)
         if queue is None:
             raise UsageError(f"no queue named {name!r} (queuectl queue list shows them)")
         return queue
-
-    def _next(self, queue: Queue, **changes: Any) -> Queue:
-        generation = queue.generation or new_generation()
-        return replace(
-            queue,
-            rev=queue.rev + 1,
-            generation=generation,
-            updated_at=format_time(utcnow()),
-            created_at=queue.created_at or format_time(utcnow()),
-            **changes,
-        )
-
-    def _write(self, queue: Queue, event: Event) -> None:
-        self._publish(queue)
-        self.journal.append_entries([queue_entry(event, queue, queue.updated_at)])
-
-    def _publish(self, queue: Queue) -> None:
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        data = (json.dumps(queue.to_dict(), indent=2) + "\n").encode()
-        tmp, fd = write_tmp(self.home.tmp, f"queue-{queue.name}", data, self.mark.name)
-        try:
-            fsync_fd(fd, tmp)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path(queue.name))
-        fsync_dir(self.directory)
-
-    @contextlib.contextmanager
-    def _changing(self, name: str) -> Iterator[None]:
-        holder = self.locks.holder()
-        try:
-            holder.wait(change_offset(f"queue:{name}"))
-            yield
-        finally:
-            holder.close()
 
     @contextlib.contextmanager
     def gate(self, name: str, exclusive: bool = False) -> Iterator[None]:

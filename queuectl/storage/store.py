@@ -45,11 +45,14 @@ from queuectl.storage.drops import DROP_GRACE_SECONDS, Rejector
 from queuectl.storage.durable import fsync_dir, fsync_fd, write_tmp
 from queuectl.storage.events import Event
 from queuectl.storage.folders import Folders
+from queuectl.storage.gpus import Devices
 from queuectl.storage.home import Home
+from queuectl.storage.hooks import HookLedger
 from queuectl.storage.jobfile import MAX_JOB_FILE_BYTES, read_job
 from queuectl.storage.journal import Journal
 from queuectl.storage.locks import Holder, LockFile, ProcessMark, change_offset, job_offset
 from queuectl.storage.queues import QueueStore
+from queuectl.storage.schedules import ScheduleStore
 from queuectl.storage.unique import UniqueIndex
 from queuectl.storage.workflow import Workflow
 
@@ -85,6 +88,9 @@ class Store:
         self.rejector = Rejector(home, self.journal)
         self.queues = QueueStore(home, self.journal, self.locks, self.mark)
         self.unique = UniqueIndex(home, self.locks, self.mark)
+        self.devices = Devices(self.locks, self.config.values)
+        self.hooks = HookLedger(home, self.journal, self.mark)
+        self.schedules = ScheduleStore(home, self.journal, self.locks, self.mark)
         self._local = threading.local()
         self.workflow = Workflow(home, self.folders, self.commits, self.queues, self.changing)
         self.claims = Claims(
@@ -97,6 +103,7 @@ class Store:
             self.accept_drop,
             self.queues,
             self.adopting,
+            self.devices,
         )
         from queuectl.storage.recovery import Recovery
 
@@ -179,6 +186,13 @@ class Store:
             raise InvalidJob(
                 f"no queue named {job.queue!r}; create it with: queuectl queue add {job.queue}"
             )
+        if job.gpus:
+            devices, _per = self.devices.current()
+            if job.gpus > len(devices):
+                raise InvalidJob(
+                    f"job {job.id!r} asks for {job.gpus} GPU device(s); {len(devices)} are "
+                    "configured (queuectl config set gpus 0,1,... or auto)"
+                )
         for dep in (*job.after, *job.after_any):
             if dep == job.id:
                 raise InvalidJob(f"job {job.id!r} cannot depend on itself")
@@ -218,6 +232,8 @@ class Store:
                 if self.folders.locate(job_id) is not None:
                     raise AlreadyExists(f"job {job_id!r} already exists")
             placed, duplicates = self._place_new(jobs, utcnow())
+            if any(job.on_finish for job in placed):
+                self.hooks.enable(per_job=True)  # before the jobs exist: none is missed
             for start in range(0, len(placed), chunk):
                 group = placed[start : start + chunk]
                 for job in group:

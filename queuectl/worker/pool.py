@@ -23,12 +23,15 @@ from queuectl.job import DEFAULT_QUEUE, Job, JobState, format_time, parse_time, 
 from queuectl.scheduler import Outcome, after_attempt
 from queuectl.storage.claims import Claim, ClaimMiss, Prepared
 from queuectl.storage.commit import Change
+from queuectl.storage.gpus import GPU_STALL
 from queuectl.storage.registry import Registration, new_worker_id, register
 from queuectl.storage.slots import drained_above, free_slots, has_room
 from queuectl.storage.store import Store
 from queuectl.text import clip
 from queuectl.worker.dispatch import RECOVERY_INTERVAL_SECONDS, Dispatcher
+from queuectl.worker.hooks import HookRunner
 from queuectl.worker.index import Entry, RunnableIndex
+from queuectl.worker.leader import Leader
 from queuectl.worker.outputs import OutputFiles, OutputPool
 from queuectl.worker.pipeline import CommitQueue
 from queuectl.worker.runner import Execution, finish_command, start_command, unstartable
@@ -107,13 +110,24 @@ class WorkerPool:
         self._signals = 0
         base_env = dict(os.environ)
         base_env["QUEUECTL_HOME"] = str(store.home.root)
-        for inherited in ("QUEUECTL_JOB_ID", "QUEUECTL_ATTEMPT", "QUEUECTL_RUN", "QUEUECTL_CWD"):
+        inherited_names = (
+            "QUEUECTL_JOB_ID",
+            "QUEUECTL_ATTEMPT",
+            "QUEUECTL_RUN",
+            "QUEUECTL_CWD",
+            "QUEUECTL_QUEUE",
+            "QUEUECTL_SLOT",
+            "QUEUECTL_GPUS",
+        )
+        for inherited in inherited_names:
             base_env.pop(inherited, None)  # a worker started from inside a job
         self._environment = Environment(base_env)
         self.commits: CommitQueue | None = None
         self.outputs = OutputPool(
             store.home.tmp, store.home.logs, spare=2 * threads + 4, owner=store.mark.name
         )
+        self.hooks = HookRunner(store, log, self.stopping)
+        self.leader = None if burst else Leader(store, log, self.stopping)
         self.dispatcher = Dispatcher(
             store,
             self.index,
@@ -156,6 +170,9 @@ class WorkerPool:
         with _stop_signals_for_this_thread_only():
             self.commits = CommitQueue(self.store, self.log, self.outputs, self._commands_running)
             self.dispatcher.start()
+            self.hooks.start()
+            if self.leader is not None:
+                self.leader.start()
             for thread in pool:
                 thread.start()
         try:
@@ -165,6 +182,9 @@ class WorkerPool:
             self.stopping.set()
             self.dispatcher.wake()
             self.dispatcher.join()
+            self.hooks.join()
+            if self.leader is not None:
+                self.leader.join()
         finally:
             self.dispatcher.close()
             self.outputs.discard()
@@ -237,6 +257,11 @@ class WorkerPool:
             return self._next_stall_look
         self._next_stall_look = now + STALL_LOOK_SECONDS
         for name in stalled:
+            if name == GPU_STALL:
+                free = self.store.devices.free()
+                if free:
+                    self.index.unstall(name, free)
+                continue
             queue = self.store.queues.get(name)
             if queue is None or queue.paused:
                 continue
@@ -281,8 +306,12 @@ class WorkerPool:
         return bool(self._running)  # a dict's truth is atomic under the GIL
 
     def _is_idle(self) -> bool:
+        """No job in hand, and no completion hook still to run (burst mode waits for
+        those: a job's hook belongs to its run)."""
         with self._guard:
-            return self._busy == 0
+            if self._busy:
+                return False
+        return self.hooks.idle()
 
     # ---------------------------------------------------------------- one thread
 
@@ -507,6 +536,10 @@ class WorkerPool:
             "QUEUECTL_QUEUE": job.queue,
             "QUEUECTL_SLOT": str(claim.slot),
         }
+        if claim.gpus is not None:
+            own["CUDA_VISIBLE_DEVICES"] = own["QUEUECTL_GPUS"] = ",".join(claim.gpus)
+        elif self.store.devices.configured:
+            own["CUDA_VISIBLE_DEVICES"] = ""  # it asked for none: it must not grab one
         command = job.command
         if job.cwd:
             own["QUEUECTL_CWD"] = job.cwd
@@ -599,6 +632,8 @@ class WorkerPool:
         def recorded() -> None:
             self.log(_describe(updated, outcome.error))
             self.index.unstall(job.queue, 1)  # its slot is free again
+            if claim.gpus:
+                self.index.unstall(GPU_STALL, len(claim.gpus))
             if updated.state is JobState.FAILED:
                 due = _due(updated.next_run_at)
                 self.index.add(

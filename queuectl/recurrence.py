@@ -1,0 +1,117 @@
+"""When a schedule is due: five-field cron expressions and fixed intervals. No I/O.
+
+Cron expressions are evaluated by ``cronsim`` (a small, well-kept parser and evaluator with
+cron's own rules for day-of-month/day-of-week and daylight saving time; writing one is where
+cron clones go wrong), in the machine's local time zone unless the schedule says UTC.
+Intervals (``--every 30s``) count from the schedule's creation. Every function takes the
+clock and the zone as arguments, so tests pin both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+__all__ = ["MAX_CATCH_UP", "check_cron", "local_zone", "next_occurrence", "occurrences"]
+
+MAX_CATCH_UP: Final = 1000
+"""At most this many occurrences are looked at in one go (a schedule paused for years)."""
+
+LOOK_BACK: Final = timedelta(days=7)
+"""Occurrences older than this are not looked at one by one (a catch-up covers them)."""
+
+
+def local_zone() -> tzinfo:
+    """The machine's zone, with its daylight saving rules: ``$TZ``, else /etc/localtime."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    try:
+        if name:
+            return ZoneInfo(name)
+        with Path("/etc/localtime").open("rb") as handle:
+            return ZoneInfo.from_file(handle)
+    except (OSError, ValueError, ZoneInfoNotFoundError):
+        return UTC
+
+
+def check_cron(expression: str) -> str:
+    """The expression, if cronsim accepts it; ValueError with its reason otherwise."""
+    from cronsim import CronSim, CronSimError
+
+    if len(expression.split()) != 5:
+        raise ValueError("a cron expression has five fields: minute hour day month weekday")
+    try:
+        CronSim(expression, datetime(2026, 1, 1, tzinfo=UTC))
+    except CronSimError as exc:
+        raise ValueError(str(exc)) from None
+    return expression
+
+
+def occurrences(
+    *,
+    cron: str | None,
+    every: float | None,
+    anchor: datetime,
+    after: datetime,
+    until: datetime,
+    zone: tzinfo,
+    limit: int = MAX_CATCH_UP,
+) -> list[datetime]:
+    """Occurrences in (``after``, ``until``], oldest first, as UTC times; ``anchor`` is
+    where an interval counts from. At most ``limit`` (the newest ones)."""
+    found = list(_series(cron, every, anchor, after, until, zone))
+    return found[-limit:]
+
+
+def next_occurrence(
+    *, cron: str | None, every: float | None, anchor: datetime, after: datetime, zone: tzinfo
+) -> datetime | None:
+    """The first occurrence after ``after`` (UTC), or None if the rule never fires again."""
+    if every is not None:
+        step = timedelta(seconds=every)
+        moment = anchor + step * max(0, int((after - anchor) / step))
+        while moment <= after:
+            moment += step
+        return moment.astimezone(UTC)
+    if cron is None:
+        return None
+    from cronsim import CronSim
+
+    for moment in CronSim(cron, after.astimezone(zone)):
+        if moment.astimezone(UTC) > after.astimezone(UTC):
+            return moment.astimezone(UTC)
+    return None
+
+
+def _series(
+    cron: str | None,
+    every: float | None,
+    anchor: datetime,
+    after: datetime,
+    until: datetime,
+    zone: tzinfo,
+) -> Iterator[datetime]:
+    if every is not None:
+        step = timedelta(seconds=every)
+        after = max(after, until - LOOK_BACK)
+        skipped = max(0, int((after - anchor) / step))
+        moment = anchor + step * skipped
+        while moment <= after:
+            moment += step
+        while moment <= until:
+            yield moment.astimezone(UTC)
+            moment += step
+        return
+    if cron is None:
+        return
+    from cronsim import CronSim
+
+    start = max(after, until - LOOK_BACK)  # cronsim walks forward only
+    for moment in CronSim(cron, start.astimezone(zone)):
+        if moment.astimezone(UTC) > until.astimezone(UTC):
+            return
+        if moment.astimezone(UTC) > after.astimezone(UTC):
+            yield moment.astimezone(UTC)

@@ -1,0 +1,188 @@
+"""Small named things a home keeps besides jobs: queues (``queues/<name>.json``) and
+schedules (``schedules/<name>.json``).
+
+Each is one JSON file written the way job files are (tmp, fsync, rename, fsync the folder),
+and every change is journaled as a record about ``<kind>:<name>`` (``queue:gpu``,
+``schedule:nightly``) with a generation and a rev, so the replay rule for jobs applies to
+them unchanged (``journal rebuild`` recreates the folder, ``fsck`` checks it) and the index
+can find their history. A change holds the object's change lock (a byte of
+``locks/claims.lock``), so two processes never change one at once.
+
+Reading goes through a cache keyed by the file's stat: a worker that looks at a queue per
+claim parses its file again only when it changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
+
+from queuectl.errors import InvalidJob
+from queuectl.job import ID_PATTERN, format_time, new_generation, utcnow
+from queuectl.storage.durable import fsync_dir, fsync_fd, read_regular, write_tmp
+from queuectl.storage.events import Event, named_entry
+from queuectl.storage.home import Home
+from queuectl.storage.journal import Journal
+from queuectl.storage.locks import LockFile, ProcessMark, change_offset
+
+__all__ = ["Named", "NamedStore"]
+
+
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def rev(self) -> int: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    @property
+    def created_at(self) -> str: ...
+
+    @property
+    def updated_at(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_dict(cls, data: object) -> Self: ...
+
+
+T = TypeVar("T", bound=Named)
+
+_Stamp = tuple[int, int, int] | None
+
+
+class NamedStore(Generic[T]):
+    """Files, journal records and the change lock of one kind of named object."""
+
+    kind: ClassVar[str]
+    """The record's key and the index id's prefix (``queue``, ``schedule``)."""
+    folder: ClassVar[str]
+    model: type[T]
+
+    def __init__(self, home: Home, journal: Journal, locks: LockFile, mark: ProcessMark) -> None:
+        self.home = home
+        self.journal = journal
+        self.locks = locks
+        self.mark = mark
+        self._cache: dict[str, tuple[_Stamp, T | None]] = {}
+        self._guard = threading.Lock()
+
+    @property
+    def directory(self) -> Path:
+        return self.home.root / self.folder
+
+    def path(self, name: str) -> Path:
+        return self.directory / f"{name}.json"
+
+    # ---------------------------------------------------------------- reading
+
+    def read_file(self, name: str) -> T | None:
+        """The object as its file says now (None: no file, or one that cannot be trusted:
+        fsck reports it). The file is parsed again only when its stat changed."""
+        if not ID_PATTERN.fullmatch(name):
+            return None
+        path = self.path(name)
+        try:
+            st = os.lstat(path)
+            stamp: _Stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        with self._guard:
+            cached = self._cache.get(name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        found = self._read(path) if stamp is not None else None
+        with self._guard:
+            self._cache[name] = (stamp, found)
+        return found
+
+    def file_names(self) -> list[str]:
+        try:
+            entries = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            e[:-5] for e in entries if e.endswith(".json") and ID_PATTERN.fullmatch(e[:-5])
+        )
+
+    def _read(self, path: Path) -> T | None:
+        try:
+            raw, st = read_regular(path, 256 << 10)
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022 or st.st_nlink > 1:
+                return None
+            found = self.model.from_dict(json.loads(raw))
+        except (OSError, ValueError, InvalidJob, RecursionError):
+            return None
+        return found if path.name == f"{found.name}.json" else None
+
+    # ---------------------------------------------------------------- writing
+
+    @contextlib.contextmanager
+    def changing(self, name: str) -> Iterator[None]:
+        holder = self.locks.holder()
+        try:
+            holder.wait(change_offset(f"{self.kind}:{name}"))
+            yield
+        finally:
+            holder.close()
+
+    def next_version(self, item: T, **changes: Any) -> T:
+        """``item`` one revision later (a new generation for a new life)."""
+        stamp = format_time(utcnow())
+        return replace(  # type: ignore[type-var]
+            item,
+            rev=item.rev + 1,
+            generation=item.generation or new_generation(),
+            updated_at=stamp,
+            created_at=item.created_at or stamp,
+            **changes,
+        )
+
+    def save(self, item: T, event: Event) -> None:
+        """Write the file durably, then journal the change."""
+        self.write_file(item)
+        self.journal.append_entries([named_entry(self.kind, event, item, item.updated_at)])
+
+    def delete(self, item: T, event: Event) -> None:
+        """Journal the removal first, then remove the file (killed in between, fsck and
+        rebuild finish the removal)."""
+        gone = self.next_version(item)
+        self.journal.append_entries([named_entry(self.kind, event, gone, gone.updated_at)])
+        self.remove_file(item.name)
+
+    def write_file(self, item: T) -> None:
+        """Write an object's file without journaling it (rebuild, fsck: the journal has it)."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        data = (json.dumps(item.to_dict(), indent=2) + "\n").encode()
+        tmp, fd = write_tmp(self.home.tmp, f"{self.kind}-{item.name}", data, self.mark.name)
+        try:
+            fsync_fd(fd, tmp)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path(item.name))
+        fsync_dir(self.directory)
+
+    def remove_file(self, name: str) -> bool:
+        try:
+            os.unlink(self.path(name))
+        except FileNotFoundError:
+            return False
+        fsync_dir(self.directory)
+        return True
+
+    def journal_file(self, item: T, event: Event) -> None:
+        """Journal an object file the journal lacks (fsck)."""
+        self.journal.append_entries([named_entry(self.kind, event, item, item.updated_at)])

@@ -1,0 +1,180 @@
+"""Schedules: recurring jobs, in ``schedules/<name>.json`` (``storage.named``).
+
+A schedule holds its rule (a cron expression, or an interval counted from its creation),
+the job it enqueues (the fields ``add`` takes), what to do about occurrences missed while no
+worker ran (``catch_up``: ``one`` or ``none``), and the last occurrence it enqueued. That
+last occurrence is journaled (``fired``) with the id of the job, so a leader that starts
+after a crash, or a new one, never enqueues an occurrence again, whatever became of its job.
+The worker that leads (``worker.leader``) does the enqueueing; this module only stores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from queuectl.errors import InvalidJob, QueueError, UsageError
+from queuectl.job import ID_PATTERN, format_time, new_generation, parse_time, utcnow
+from queuectl.storage.events import Event
+from queuectl.storage.named import NamedStore
+
+__all__ = ["CATCH_UP", "MAX_NAME", "Schedule", "ScheduleStore"]
+
+CATCH_UP: Final = ("one", "none")
+MAX_NAME: Final = 100
+"""Schedule names are short enough for ``<name>.<occurrence>`` to be a job id."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    cron: str | None = None
+    every: float | None = None
+    utc: bool = False
+    catch_up: str = "one"
+    job: dict[str, Any] = field(default_factory=dict)
+    paused: bool = False
+    last_occurrence: str = ""
+    """The newest occurrence already enqueued (or skipped), UTC; creation time at first."""
+    last_job: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    rev: int = 1
+    generation: int = 0
+
+    @property
+    def state(self) -> str:
+        return "paused" if self.paused else "active"
+
+    @property
+    def rule(self) -> str:
+        if self.cron is not None:
+            return f"cron {self.cron}" + (" (UTC)" if self.utc else "")
+        return f"every {self.every:g}s"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: object) -> Schedule:
+        if not isinstance(data, dict):
+            raise InvalidJob("a schedule must be a JSON object")
+        name = data.get("name")
+        if not isinstance(name, str) or not ID_PATTERN.fullmatch(name) or len(name) > MAX_NAME:
+            raise InvalidJob(f"invalid schedule name {name!r}")
+        cron, every = data.get("cron"), data.get("every")
+        if (cron is None) == (every is None):
+            raise InvalidJob("a schedule has either 'cron' or 'every'")
+        if cron is not None and not isinstance(cron, str):
+            raise InvalidJob("'cron' must be a string")
+        if every is not None and (
+            isinstance(every, bool) or not isinstance(every, int | float) or not every > 0
+        ):
+            raise InvalidJob("'every' must be a positive number of seconds")
+        job = data.get("job")
+        if not isinstance(job, dict) or not isinstance(job.get("command"), str):
+            raise InvalidJob("'job' must be a job object with a command")
+        catch_up = data.get("catch_up", "one")
+        if catch_up not in CATCH_UP:
+            raise InvalidJob("'catch_up' must be one or none")
+        last = data.get("last_occurrence", "")
+        if not isinstance(last, str) or (last and not _is_time(last)):
+            raise InvalidJob("'last_occurrence' must be an ISO 8601 time")
+        return cls(
+            name=name,
+            cron=cron,
+            every=float(every) if every is not None else None,
+            utc=data.get("utc") is True,
+            catch_up=str(catch_up),
+            job=dict(job),
+            paused=data.get("paused") is True,
+            last_occurrence=last,
+            last_job=data.get("last_job") if isinstance(data.get("last_job"), str) else None,
+            created_at=str(data.get("created_at", "")),
+            updated_at=str(data.get("updated_at", "")),
+            rev=_whole(data.get("rev", 1)),
+            generation=_whole(data.get("generation", 0)),
+        )
+
+
+def _is_time(text: str) -> bool:
+    try:
+        parse_time(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _whole(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidJob("rev and generation must be whole numbers")
+    return value
+
+
+class ScheduleStore(NamedStore[Schedule]):
+    kind = "schedule"
+    folder = "schedules"
+    model = Schedule
+
+    def get(self, name: str) -> Schedule | None:
+        return self.read_file(name)
+
+    def all(self) -> list[Schedule]:
+        return [s for s in (self.read_file(n) for n in self.file_names()) if s is not None]
+
+    def add(self, schedule: Schedule, now: datetime | None = None) -> Schedule:
+        if not ID_PATTERN.fullmatch(schedule.name) or len(schedule.name) > MAX_NAME:
+            raise UsageError(
+                f"invalid schedule name {schedule.name[:40]!r}: use 1-{MAX_NAME} characters "
+                "from A-Z a-z 0-9 . _ -, starting with a letter or digit"
+            )
+        stamp = format_time(now or utcnow())
+        with self.changing(schedule.name):
+            if self.read_file(schedule.name) is not None:
+                raise QueueError(f"schedule {schedule.name!r} already exists")
+            made = Schedule(
+                **{
+                    **schedule.to_dict(),
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                    "last_occurrence": stamp,
+                    "rev": 1,
+                    "generation": new_generation(now),
+                }
+            )
+            self.save(made, Event.SCHEDULE_ADDED)
+        return made
+
+    def remove(self, name: str) -> None:
+        with self.changing(name):
+            self.delete(self._existing(name), Event.SCHEDULE_REMOVED)
+
+    def set_paused(self, name: str, paused: bool) -> tuple[Schedule, bool]:
+        with self.changing(name):
+            schedule = self._existing(name)
+            if schedule.paused == paused:
+                return schedule, False
+            changed = self.next_version(schedule, paused=paused)
+            self.save(changed, Event.PAUSED if paused else Event.RESUMED)
+        return changed, True
+
+    def fired(self, name: str, occurrence: str, job_id: str | None) -> Schedule | None:
+        """Record that ``occurrence`` was enqueued (as ``job_id``) or skipped (None);
+        called by the leader under the schedule's change lock."""
+        schedule = self.read_file(name)
+        if schedule is None:
+            return None
+        if schedule.last_occurrence and occurrence <= schedule.last_occurrence:
+            return schedule
+        changed = self.next_version(
+            schedule, last_occurrence=occurrence, last_job=job_id or schedule.last_job
+        )
+        self.save(changed, Event.FIRED)
+        return changed
+
+    def _existing(self, name: str) -> Schedule:
+        schedule = self.read_file(name)
+        if schedule is None:
+            raise UsageError(f"no schedule named {name!r} (queuectl schedule list shows them)")
+        return schedule
