@@ -71,6 +71,7 @@ def put(home: Path, job_id: str, state: JobState, **changes: object) -> Job:
 @pytest.fixture
 def ready_home(cli_home: Path) -> Path:
     """A home that exists already, so listings before/after compare only the command."""
+    cli_home.mkdir()  # an empty folder is a new home, set up by any command
     assert invoke(cli_home, "status").exit_code == 0
     return cli_home
 
@@ -119,7 +120,7 @@ def test_real_entry_point_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_home_is_created_private(cli_home: Path) -> None:
     assert not cli_home.exists()
-    assert invoke(cli_home, "status").exit_code == 0
+    assert invoke(cli_home, "add", "true").exit_code == 0
     assert stat.S_IMODE(cli_home.stat().st_mode) == 0o700
     for name in (*STATES, "tmp", "rejected", "journal", "logs", "workers", "locks"):
         assert stat.S_IMODE((cli_home / name).stat().st_mode) == 0o700, name
@@ -403,6 +404,7 @@ def test_status_json_shape(populated: Path) -> None:
 
 
 def test_status_json_of_an_empty_home(cli_home: Path) -> None:
+    cli_home.mkdir()
     data = json.loads(invoke(cli_home, "status", "--json").stdout)
     assert data["jobs"] == dict.fromkeys([*STATES, "cancelled", "blocked", "held"], 0)
     assert data["workers"] == []
@@ -433,7 +435,7 @@ def test_dlq_list_empty(ready_home: Path) -> None:
 def test_dlq_retry_moves_to_pending_with_attempts_reset(populated: Path) -> None:
     result = invoke(populated, "dlq", "retry", "d1")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == "retried d1\n"
+    assert result.stdout == "retried d1 (pending)\n"
     assert not (populated / "dead" / "d1.json").exists()
     stored = json.loads((populated / "pending" / "d1.json").read_text())
     assert stored["attempts"] == 0 and stored["state"] == "pending"
@@ -451,7 +453,7 @@ def test_dlq_retry_of_a_job_that_is_not_dead_exits_1(populated: Path, job_id: st
 def test_dlq_retry_several_reports_each_and_fails_if_any_failed(populated: Path) -> None:
     result = invoke(populated, "dlq", "retry", "nope", "d1")
     assert result.exit_code == 1
-    assert result.stdout == "retried d1\n"
+    assert result.stdout == "retried d1 (pending)\n"
     assert result.stderr.count("queuectl: error:") == 1
     assert (populated / "pending" / "d1.json").exists()
 

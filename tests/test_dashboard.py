@@ -277,6 +277,7 @@ def test_browser_sees_counts_opens_a_job_and_retries_a_dead_one(
 
 def test_dashboard_command_serves_until_interrupted(tmp_path: Path) -> None:
     home = tmp_path / "h"
+    home.mkdir(mode=0o700)  # an empty folder: a new home (the dashboard creates none)
     proc = subprocess.Popen(
         [sys.executable, "-m", "queuectl", "--home", str(home), "dashboard", "--port", "0"],
         stdout=subprocess.PIPE,

@@ -73,6 +73,7 @@ def test_claim_race_one_job_eight_workers_fifty_times(tmp_path: Path) -> None:
     """Eight idle worker processes all wake for each new job; exactly one may run it."""
     home = tmp_path / "home"
     out = tmp_path / "runs"
+    home.mkdir(mode=0o700)  # an empty folder: a new home
     assert run_cli(home, "status").returncode == 0
     workers = [start_worker(home, "--count", "1") for _ in range(8)]
     try:
@@ -237,6 +238,7 @@ def test_fsync_error_fails_the_enqueue_and_leaves_nothing(tmp_path: Path) -> Non
     outcomes = set()
     for nth in range(1, 6):
         home = tmp_path / f"h{nth}"
+        home.mkdir(mode=0o700)  # an empty folder: a new home
         assert run_cli(home, "status").returncode == 0
         proc = subprocess.run(
             [

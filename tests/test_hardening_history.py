@@ -137,8 +137,12 @@ def test_a_running_job_shows_when_it_started_and_on_which_worker(
     ]
     assert len(listed) == 1, listed
     stamp = running["started_at"][:19]  # to the second, whatever the layout
+    assert stamp in text, f"show does not show the start time {stamp}: {text}"
+    # The table says how long it has been running (a relative time, as people read it).
+    assert "running " in listed[0], f"list does not say the job runs: {listed[0]}"
     for name, output in (("show", text), ("list --state processing", listed[0])):
-        assert stamp in output, f"{name} does not show the start time {stamp}: {output}"
         assert str(worker.pid) in output, f"{name} does not show the worker {worker.pid}: {output}"
+    (entry,) = json.loads(_ok(qhome, "list", "--state", "processing", "--json"))
+    assert entry["running"]["started_at"] == running["started_at"]
     release.touch()
     wait_until(lambda: settled_in(qhome, "completed", "busy"), message="the job to complete")

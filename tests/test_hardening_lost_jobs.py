@@ -345,6 +345,7 @@ def test_a_sigkilled_batch_enqueue_leaves_no_unjournaled_or_unreported_jobs(
     problems = []
     for number, (moment, ready) in enumerate(MOMENTS):
         home, out = tmp_path / f"h{number}", tmp_path / f"out{number}"
+        home.mkdir(mode=0o700)  # an empty folder: a new home
         assert run_cli(home, "status").returncode == 0  # the home exists before the race
         out.touch()
         _kill_enqueue_when(home, out, batch, lambda h=home, o=out, r=ready: r(h, o))

@@ -61,6 +61,7 @@ job_like = st.fixed_dictionaries(
 @example(payload="--help")
 def test_enqueue_never_tracebacks_and_never_half_writes(tmp_path: Path, payload: str) -> None:
     home = tmp_path / "h"
+    home.mkdir(mode=0o700, exist_ok=True)  # an empty folder: a new home
     assert invoke(home, "status").exit_code == 0
     before = listing(home)
     # After "--", so that a payload such as "-h" is JSON text to reject, not the help option.
@@ -123,6 +124,7 @@ def test_dropped_files_are_claimed_or_rejected_never_crash(
 )
 def test_unsafe_ids_are_refused_and_nothing_is_written(tmp_path: Path, bad_id: str) -> None:
     home = tmp_path / "h"
+    home.mkdir(mode=0o700, exist_ok=True)  # an empty folder: a new home
     assert invoke(home, "status").exit_code == 0
     before = listing(home)
     result = invoke(home, "enqueue", json.dumps({"id": bad_id, "command": "true"}))
@@ -222,6 +224,7 @@ def test_drop_owned_by_another_user_is_rejected(store: Store) -> None:
 @pytest.mark.parametrize("target", ["", "pending", "journal"])
 def test_home_or_folder_writable_by_others_is_refused(tmp_path: Path, target: str) -> None:
     home = tmp_path / "h"
+    home.mkdir(mode=0o700, exist_ok=True)  # an empty folder: a new home
     assert invoke(home, "status").exit_code == 0
     os.chmod(home / target, 0o777)
     result = invoke(home, "status")
@@ -233,6 +236,7 @@ def test_home_or_folder_writable_by_others_is_refused(tmp_path: Path, target: st
 @pytest.mark.skipif(os.geteuid() != 0, reason="changing a folder's owner needs root")
 def test_home_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     home = tmp_path / "h"
+    home.mkdir(mode=0o700, exist_ok=True)  # an empty folder: a new home
     assert invoke(home, "status").exit_code == 0
     os.chown(home, 65534, 65534)
     result = invoke(home, "status")

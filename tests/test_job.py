@@ -322,6 +322,9 @@ def stored_job(**overrides: Any) -> dict[str, Any]:
         "after_any": [],
         "unique_key": None,
         "unique_for": None,
+        "gpus": 0,
+        "on_finish": None,
+        "schedule": None,
         "history": [],
     }
     data.update(overrides)

@@ -298,8 +298,8 @@ def test_dlq_retry_all_and_purge(tmp_path: Path) -> None:
     retried = invoke(home, "dlq", "retry", "--all")
     assert retried.exit_code == 0 and retried.output.count("retried") == 3
     assert burst(home).returncode == 0
-    refused = invoke(home, "dlq", "purge", "--all", input="n\n")
-    assert refused.exit_code == 1
+    refused = invoke(home, "dlq", "purge", "--all", input="y\n")  # no terminal: no question
+    assert refused.exit_code == 2 and "add --yes" in refused.output
     assert len(list((home / "dead").glob("*.json"))) == 3
     purged = invoke(home, "dlq", "purge", "x0", "--yes")
     assert purged.exit_code == 0 and "purged 1" in purged.output

@@ -34,6 +34,7 @@ from .workflow_support import (
 def h(tmp_path: Path) -> Path:
     """A home that already exists (so listings before and after compare one command)."""
     path = tmp_path / "qhome"
+    path.mkdir(mode=0o700)  # an empty folder: a new home, set up by the first command
     ok(invoke(path, "status"))
     return path
 

@@ -35,6 +35,7 @@ NEVER = "2099-01-01T00:00:00Z"
 @pytest.fixture
 def h(tmp_path: Path) -> Path:
     path = tmp_path / "qhome"
+    path.mkdir(mode=0o700)  # an empty folder: a new home, set up by the first command
     ok(invoke(path, "status"))
     return path
 

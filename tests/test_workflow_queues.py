@@ -40,6 +40,7 @@ from .workflow_support import (
 @pytest.fixture
 def h(tmp_path: Path) -> Path:
     path = tmp_path / "qhome"
+    path.mkdir(mode=0o700)  # an empty folder: a new home, set up by the first command
     ok(invoke(path, "status"))
     return path
 

@@ -24,7 +24,7 @@ from queuectl.cli.render import (
     warn,
     write_stdout,
 )
-from queuectl.errors import QueueError, UsageError
+from queuectl.errors import UsageError
 
 if TYPE_CHECKING:
     pass
@@ -36,6 +36,14 @@ if TYPE_CHECKING:
 @click.option("--label", metavar="LABEL", help="Only jobs with this label.")
 @click.option("--since", metavar="DURATION", help="Only jobs changed within this long (1h).")
 @click.option("--command", "command", metavar="TEXT", help="Only jobs whose command has TEXT.")
+@click.option(
+    "--sort",
+    type=click.Choice(["updated", "created", "id", "priority"]),
+    default="updated",
+    show_default=True,
+    help="Order within each state: last change (oldest first), creation (oldest first), "
+    "id (natural: build-2 before build-10) or priority (highest first).",
+)
 @click.option("--limit", type=click.IntRange(0), default=0, help="At most N jobs (0: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of jobs.")
 @pass_context
@@ -46,13 +54,16 @@ def list_jobs(
     label: str | None,
     since: str | None,
     command: str | None,
+    sort: str,
     limit: int,
     as_json: bool,
 ) -> None:
-    """List jobs, oldest first within each state; the filters combine."""
+    """List jobs state by state (pending, processing, failed, ...), each state in the
+    --sort order; the filters combine."""
     from datetime import timedelta
 
     from queuectl.job import Job, format_time, utcnow
+    from queuectl.text import natural_key
 
     cutoff = None
     if since is not None:
@@ -69,7 +80,19 @@ def list_jobs(
             and (command is None or command in job.command)
         )
 
-    jobs = collect(ctx.store, [state] if state else list(STATES), limit, wanted)
+    keys: dict[str, Any] = {
+        "updated": lambda j: (j.updated_at, natural_key(j.id)),
+        "created": lambda j: (j.created_at, natural_key(j.id)),
+        "id": lambda j: natural_key(j.id),
+        "priority": lambda j: (-j.priority, j.created_at, natural_key(j.id)),
+    }
+    jobs: list[Job] = []
+    for name in [state] if state else list(STATES):
+        jobs += sorted(collect(ctx.store, [name], 0, wanted), key=keys[sort])
+        if limit and len(jobs) >= limit:
+            break
+    if limit:
+        jobs = jobs[:limit]
     print_jobs(ctx.store, jobs, as_json)
 
 
@@ -126,21 +149,20 @@ def show(ctx: Context, job_id: str, as_json: bool) -> None:
     show_default=True,
     help="How long to wait for a running job's worker to stop it.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome per id as JSON.")
 @pass_context
-def cancel(ctx: Context, job_ids: tuple[str, ...], timeout: float) -> None:
+def cancel(ctx: Context, job_ids: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Cancel jobs: a waiting job never runs; a running job's command is stopped
     (SIGTERM to its process group, SIGKILL 5 s later). Cancelled jobs go to cancelled/."""
     from queuectl.admin.canceling import cancel_job
+    from queuectl.cli.batch import each_id
 
-    failures = 0
-    for job_id in job_ids:
-        try:
-            click.echo(cancel_job(ctx.store, job_id, timeout))
-        except QueueError as exc:
-            warn(str(exc))
-            failures += 1
-    if failures:
-        sys.exit(1)
+    each_id(
+        job_ids,
+        "cancel",
+        lambda job_id: ("cancelled", cancel_job(ctx.store, job_id, timeout)),
+        as_json,
+    )
 
 
 @click.command()

@@ -59,21 +59,55 @@ COMMANDS: Final = {
 """Command name -> ``module:attribute`` under ``queuectl.cli``, loaded on first use."""
 
 
+CREATES_HOME: Final = frozenset(
+    {
+        "add",
+        "enqueue",
+        "worker start",
+        "config set",
+        "config import",
+        "config reset",
+        "queue add",
+        "schedule add",
+        "restore",
+    }
+)
+"""Commands that put something in the home, and so may create it. Every other command
+needs an existing home: a mistyped ``--home`` is an error, not a new empty home. (An empty
+folder, such as a fresh container volume, counts as a home and is set up by any command.)"""
+
+
 class Context:
     """Carries the chosen home to every command; the store is built only when needed."""
 
     def __init__(self, home_option: str | None) -> None:
         self.home_option = home_option
+        self.command = ""
+        """The command that opened the store (for error messages: ``cannot worker start``)."""
         self._store: Store | None = None
 
     @property
     def store(self) -> Store:
         if self._store is None:
-            from queuectl.storage.home import Home, resolve_home
+            from queuectl.storage.home import Home, check_existing_home, resolve_home
             from queuectl.storage.store import Store
 
-            self._store = Store(Home(resolve_home(self.home_option)).ensure())
+            root = resolve_home(self.home_option)
+            self.command = _command_path()
+            if self.command not in CREATES_HOME:
+                check_existing_home(root)
+            self._store = Store(Home(root).ensure())
         return self._store
+
+
+def _command_path() -> str:
+    """The running command below ``queuectl`` (``worker start``)."""
+    ctx = click.get_current_context(silent=True)
+    names: list[str] = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names))
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -112,6 +146,17 @@ class QueueGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command's first sentence, whole (wrapped, never cut off with "...")."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=200)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
         if target is None:
@@ -132,7 +177,9 @@ class QueueGroup(click.Group):
             if os.environ.get("QUEUECTL_DEBUG") or isinstance(exc, BrokenPipeError):
                 raise
             where = f": {exc.filename}" if exc.filename else ""
-            fail(f"{exc.strerror or exc}{where}", 1)
+            obj = ctx.obj if isinstance(ctx.obj, Context) else None
+            doing = (obj.command if obj else "") or ctx.invoked_subcommand or "run"
+            fail(f"cannot {doing}: {exc.strerror or exc}{where}", 1)
         except (click.exceptions.Exit, click.Abort, click.ClickException):
             raise
         except Exception as exc:  # a bug: one line, and the traceback on request

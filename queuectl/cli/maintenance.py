@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 from typing import TYPE_CHECKING
 
 import click
@@ -21,7 +22,7 @@ from queuectl.cli.render import (
     progress,
     warn,
 )
-from queuectl.errors import QueueError, UsageError
+from queuectl.errors import UsageError
 
 if TYPE_CHECKING:
     from queuectl.storage.store import Store
@@ -43,41 +44,50 @@ def dlq_list(ctx: Context, as_json: bool) -> None:
 @dlq.command("retry")
 @click.argument("job_ids", metavar="[ID...]", nargs=-1, shell_complete=complete_ids)
 @click.option("--all", "everything", is_flag=True, help="Every job in the DLQ.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome per id as JSON.")
 @pass_context
-def dlq_retry(ctx: Context, job_ids: tuple[str, ...], everything: bool) -> None:
-    """Move dead jobs back to pending with attempts reset to 0."""
+def dlq_retry(ctx: Context, job_ids: tuple[str, ...], everything: bool, as_json: bool) -> None:
+    """Move dead jobs back to pending with attempts reset to 0 (to blocked/ if a
+    dependency of theirs has to run again first)."""
+    from queuectl.cli.batch import each_id
     from queuectl.job import utcnow
 
-    failures = 0
-    for job_id in _dead_ids(ctx.store, job_ids, everything):
-        try:
-            ctx.store.retry_dead(job_id, utcnow())
-        except QueueError as exc:
-            warn(str(exc))
-            failures += 1
-            continue
-        click.echo(f"retried {job_id}")
-    if failures:
-        sys.exit(1)
+    def retry(job_id: str) -> tuple[str, str]:
+        job = ctx.store.retry_dead(job_id, utcnow())
+        return job.state.value, f"retried {job_id} ({job.state.value})"
+
+    each_id(_dead_ids(ctx.store, job_ids, everything), "retry", retry, as_json)
 
 
 @dlq.command("purge")
 @click.argument("job_ids", metavar="[ID...]", nargs=-1, shell_complete=complete_ids)
 @click.option("--all", "everything", is_flag=True, help="Every job in the DLQ.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was purged as JSON.")
 @pass_context
-def dlq_purge(ctx: Context, job_ids: tuple[str, ...], everything: bool, yes: bool) -> None:
+def dlq_purge(
+    ctx: Context, job_ids: tuple[str, ...], everything: bool, yes: bool, as_json: bool
+) -> None:
     """Delete dead jobs and their logs for good (the journal records the deletion)."""
     from queuectl.admin.maintenance import purge
+    from queuectl.cli.render import confirm
     from queuectl.job import utcnow
 
     ids = _dead_ids(ctx.store, job_ids, everything)
-    if not yes and not click.confirm(f"Delete {len(ids)} dead job(s) for good?", err=True):
-        raise QueueError("nothing deleted")
+    if not yes:
+        confirm(f"delete {len(ids)} dead job(s) for good")
     removed, missing = purge(ctx.store, ids, utcnow())
-    click.echo(f"purged {len(removed)} job(s)")
     for job_id, why in missing:
-        warn(f"job {job_id!r} was not purged: {why}")
+        warn(f"cannot purge {job_id}: {why}")
+    if as_json:
+        print_json(
+            {
+                "purged": removed,
+                "not_purged": [{"id": job_id, "error": why} for job_id, why in missing],
+            }
+        )
+    else:
+        click.echo(f"purged {len(removed)} job(s)")
     if missing:
         sys.exit(1)
 
@@ -90,19 +100,41 @@ def _dead_ids(store: Store, job_ids: tuple[str, ...], everything: bool) -> list[
     return store.folders.ids(JobState.DEAD) if everything else list(job_ids)
 
 
-@click.group()
+def _config_help() -> str:
+    from queuectl.config import KEYS
+
+    lines = [
+        "Read and change the home's settings (config.json; every worker reads them).",
+        "",
+        "\b",
+        "Keys (default in brackets):",
+    ]
+    for name, key in KEYS.items():
+        default = key.default if key.default != "" else "empty"
+        text = f"{name} [{default}]: {key.help}"
+        lines += textwrap.wrap(text, 76, initial_indent="  ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+@click.group(help=_config_help(), short_help="Read and change the home's settings.")
 def config() -> None:
-    """Read and change persisted settings (max-retries, backoff-base, job-timeout)."""
+    pass
 
 
 @config.command("get")
 @click.argument("key", shell_complete=complete_config_keys)
+@click.option("--json", "as_json", is_flag=True, help='Print {"key": ..., "value": ...}.')
 @pass_context
-def config_get(ctx: Context, key: str) -> None:
+def config_get(ctx: Context, key: str, as_json: bool) -> None:
     """Print one setting."""
     from queuectl.config import canonical_key
 
-    click.echo(ctx.store.config.get(canonical_key(key)))
+    name = canonical_key(key)
+    value = ctx.store.config.get(name)
+    if as_json:
+        print_json({"key": name, "value": value})
+    else:
+        click.echo(value)
 
 
 @config.command("set", context_settings={"ignore_unknown_options": True})
@@ -170,24 +202,39 @@ def journal_rebuild(ctx: Context) -> None:
 
 @click.command()
 @click.option("--repair", is_flag=True, help="Fix what can be fixed safely and say what was done.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON object.")
 @pass_context
-def fsck(ctx: Context, repair: bool) -> None:
+def fsck(ctx: Context, repair: bool, as_json: bool) -> None:
     """Check the home: journal damage, duplicate or disagreeing job files, stale tmp files,
     orphaned processing/ jobs, permissions. Exit 0 when clean, 1 when problems were found."""
     from queuectl.admin.fsck import fsck as run_fsck
 
     findings = run_fsck(ctx.store, repair=repair)
-    for finding in findings:
-        click.echo(f"{finding.kind}: {finding.message}")
-        if finding.repaired:
-            click.echo(f"  repaired: {finding.repaired}")
-        elif repair:
-            click.echo("  not repaired")
-    if not findings:
-        click.echo("clean")
-        return
-    click.echo(f"{len(findings)} problem(s) found" + (", repairs attempted" if repair else ""))
-    sys.exit(1)
+    if as_json:
+        print_json(
+            {
+                "clean": not findings,
+                "repair": repair,
+                "findings": [
+                    {"kind": f.kind, "message": f.message, "repaired": f.repaired} for f in findings
+                ],
+            }
+        )
+    else:
+        for finding in findings:
+            click.echo(f"{finding.kind}: {finding.message}")
+            if finding.repaired:
+                click.echo(f"  repaired: {finding.repaired}")
+            elif repair:
+                click.echo("  not repaired")
+        if not findings:
+            click.echo("clean")
+        else:
+            click.echo(
+                f"{len(findings)} problem(s) found" + (", repairs attempted" if repair else "")
+            )
+    if findings:
+        sys.exit(1)
 
 
 @journal.command("compact")
@@ -236,11 +283,10 @@ def cleanup(ctx: Context, older_than: str, states: tuple[str, ...]) -> None:
     from queuectl.job import JobState, utcnow
 
     chosen = tuple(JobState(s) for s in (states or ("completed",)))
+    age = duration_option(older_than)  # arguments are checked before the home is opened
     with progress("cleaning") as bar:
         bar.set_total(sum(ctx.store.folders.count(s) for s in chosen))
-        removed, kept = run_cleanup(
-            ctx.store, duration_option(older_than), chosen, utcnow(), progress=bar.update
-        )
+        removed, kept = run_cleanup(ctx.store, age, chosen, utcnow(), progress=bar.update)
     click.echo(f"removed {len(removed)} job(s)")
     for job_id, why in kept:
         warn(f"kept {job_id}: {why}")

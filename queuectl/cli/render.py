@@ -16,6 +16,8 @@ import click
 from queuectl.text import clip
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from queuectl.job import Job
     from queuectl.storage.store import Store
 
@@ -55,13 +57,15 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def _usage_error(exc: click.UsageError) -> NoReturn:
-    """Click's usage errors as one line, like every other error (exit 2)."""
-    if type(exc).__name__ == "NoArgsIsHelpError":  # bare `queuectl` or `queuectl worker`
-        click.echo(exc.format_message(), err=True)
-        sys.exit(exc.exit_code)
-    command = exc.ctx.command_path if exc.ctx else "queuectl"
-    fail(f"{exc.format_message()} (see '{command} --help')", exc.exit_code)
+def confirm(question: str) -> None:
+    """Ask on a terminal; without one, refuse at once (a script must say ``--yes``) rather
+    than prompt into a pipe. Raises ``QueueError`` when the answer is no."""
+    from queuectl.errors import QueueError, UsageError
+
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} needs confirmation and there is no terminal: add --yes")
+    if not click.confirm(f"{question}?", err=True):
+        raise QueueError("not confirmed: nothing changed")
 
 
 class Progress:
@@ -74,7 +78,9 @@ class Progress:
 
     def set_total(self, total: int, minimum: int = 200) -> None:
         if self._enabled and total >= minimum:
-            self._bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self._bar = click.progressbar(
+                length=total, label=self.label, file=sys.stderr, show_pos=True, show_percent=True
+            )
             self._bar.__enter__()
 
     def update(self, steps: int) -> None:
@@ -135,24 +141,56 @@ def print_jobs(store: Store, jobs: list[Job], as_json: bool) -> None:
         return
     from tabulate import tabulate
 
+    from queuectl.job import utcnow
+
+    now = utcnow()
+    queues = len({j.queue for j in jobs}) > 1
     rows = []
     for j in jobs:
         run = running.get(j.id)
-        when = f"started {run.get('started_at')}" if run else j.updated_at
         where = ((run.get("worker") or {}).get("id") or "(starting)") if run else ""
         rows.append(
             [
                 j.id,
                 j.state.value,
+                *([j.queue] if queues else []),
                 f"{j.attempts}/{j.max_retries + 1}",
-                when,
+                when(j, run, now),
                 *([where] if running else []),
                 clip(j.command, 40),
                 clip(j.last_error or "", 40),
             ]
         )
-    headers = ["id", "state", "runs", "updated", *(["worker"] if running else [])]
-    click.echo(tabulate(rows, headers=[*headers, "command", "last error"]))
+    headers = [
+        "id",
+        "state",
+        *(["queue"] if queues else []),
+        "attempts",
+        "when",
+        *(["worker"] if running else []),
+        "command",
+        "last error",
+    ]
+    click.echo(tabulate(rows, headers=headers))
+
+
+def when(job: Job, run: dict[str, Any] | None, now: datetime) -> str:
+    """What a person wants to know about a job's time: how long it has been running, when
+    its retry or start is due, else when it last changed."""
+    from queuectl.job import parse_time
+    from queuectl.text import duration, relative
+
+    try:
+        if run is not None and run.get("started_at"):
+            return "running " + duration((now - parse_time(run["started_at"])).total_seconds())
+        due = job.next_run_at if job.state.value == "failed" else job.run_at
+        if due and job.state.value in ("failed", "pending") and parse_time(due) > now:
+            return ("retry " if job.state.value == "failed" else "starts ") + relative(
+                parse_time(due), now
+            )
+        return relative(parse_time(job.updated_at), now)
+    except (TypeError, ValueError):
+        return job.updated_at
 
 
 def running_map(store: Store, jobs: list[Job]) -> dict[str, dict[str, Any]]:

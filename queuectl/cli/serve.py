@@ -18,7 +18,13 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--port",
+    default=8787,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="TCP port to listen on (0: any free port, printed at start).",
+)
 @click.option("--token", help="Require this token on every request (needed off loopback).")
 @click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (with --token).")
 @pass_context

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -69,9 +69,11 @@ def worker_start(ctx: Context, count: int, burst: bool, queues: tuple[str, ...])
     default=None,
     help="Give up waiting after this many seconds (exit 1).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print which workers stopped as JSON.")
 @pass_context
-def worker_stop(ctx: Context, timeout: float | None) -> None:
-    """Gracefully stop every live worker of this home and wait for them to exit."""
+def worker_stop(ctx: Context, timeout: float | None, as_json: bool) -> None:
+    """Gracefully stop every live worker of this home and wait for them to exit (their
+    running jobs finish first)."""
     from queuectl.errors import NoWorkers
     from queuectl.storage.registry import live_workers, request_stop, wait_for_exit
 
@@ -82,11 +84,17 @@ def worker_stop(ctx: Context, timeout: float | None) -> None:
     for info in workers:
         request_stop(home.stop_requests, info)
     ids = [str(w["id"]) for w in workers]
-    click.echo(f"asked {len(ids)} worker(s) to stop: {' '.join(ids)}")
+    if not as_json:
+        click.echo(f"asked {len(ids)} worker(s) to stop: {' '.join(ids)}")
     stuck = [i for i in ids if not wait_for_exit(home.workers, i, timeout)]
+    if as_json:
+        from queuectl.cli.render import print_json
+
+        print_json({"asked": ids, "stopped": [i for i in ids if i not in stuck], "running": stuck})
     if stuck:
         raise QueueError(f"still running after {timeout:g}s: {' '.join(stuck)}")
-    click.echo("all workers stopped")
+    if not as_json:
+        click.echo("all workers stopped")
 
 
 @click.command()
@@ -104,10 +112,16 @@ def status(ctx: Context, as_json: bool) -> None:
         {"name": q.name, "parallel": q.parallel, "paused": q.paused} for q in store.queues.all()
     ]
     gpus = store.devices.in_use()
+    from queuectl.storage.registry import running_jobs
+
+    running = sorted(
+        running_jobs(store.home.workers).values(), key=lambda r: str(r.get("started_at"))
+    )
     if as_json:
         print_json(
             {
                 "jobs": counts,
+                "running": running,
                 "queues": queues,
                 "gpus": gpus,
                 "workers": workers,
@@ -131,12 +145,11 @@ def status(ctx: Context, as_json: bool) -> None:
         used = ", ".join(f"{d}: {n}/{per}" for d, n in gpus.items())
         click.echo(f"gpu devices in use: {used}")
         click.echo()
+    if running:
+        click.echo(_running_table(running))
+        click.echo()
     if workers:
-        rows = [
-            [w.get("id"), w.get("pid"), w.get("threads"), w.get("started_at"), w.get("host")]
-            for w in workers
-        ]
-        click.echo(tabulate(rows, headers=["worker", "pid", "threads", "started", "host"]))
+        click.echo(_workers_table(workers))
     else:
         click.echo("no workers running")
     if rejected:
@@ -144,3 +157,63 @@ def status(ctx: Context, as_json: bool) -> None:
         click.echo(f"{len(rejected)} rejected file(s) in {store.home.rejected}:")
         for _, reason in rejected[-10:]:
             click.echo(f"  {reason}")
+
+
+def _running_table(running: list[dict[str, Any]]) -> str:
+    """What runs now, like pueue's status: id, queue, worker, running for, command."""
+    from tabulate import tabulate
+
+    from queuectl.job import parse_time, utcnow
+    from queuectl.text import clip, duration
+
+    now = utcnow()
+    rows = []
+    for entry in running:
+        try:
+            took = duration((now - parse_time(str(entry.get("started_at")))).total_seconds())
+        except ValueError:
+            took = "?"
+        worker = entry.get("worker") or {}
+        gpus = entry.get("gpus") or []
+        rows.append(
+            [
+                entry.get("id"),
+                entry.get("queue", "default"),
+                worker.get("id"),
+                took,
+                ",".join(str(g) for g in gpus) if gpus else "",
+                clip(str(entry.get("command", "")), 50),
+            ]
+        )
+    headers = ["running", "queue", "worker", "for", "gpus", "command"]
+    if not any(row[4] for row in rows):
+        rows = [row[:4] + row[5:] for row in rows]
+        headers = headers[:4] + headers[5:]
+    return str(tabulate(rows, headers=headers))
+
+
+def _workers_table(workers: list[dict[str, Any]]) -> str:
+    from tabulate import tabulate
+
+    from queuectl.job import parse_time, utcnow
+    from queuectl.text import relative
+
+    now = utcnow()
+    rows = []
+    for w in workers:
+        try:
+            since = relative(parse_time(str(w.get("started_at"))), now)
+        except ValueError:
+            since = str(w.get("started_at"))
+        served = w.get("queues")
+        rows.append(
+            [
+                w.get("id"),
+                w.get("pid"),
+                w.get("threads"),
+                ",".join(served) if isinstance(served, list) and served else "all",
+                since,
+                w.get("host"),
+            ]
+        )
+    return str(tabulate(rows, headers=["worker", "pid", "threads", "queues", "started", "host"]))

@@ -3,14 +3,13 @@ edit."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
 from queuectl.cli.main import Context, complete_ids, pass_context
-from queuectl.cli.render import print_json, warn
-from queuectl.errors import QueueError, UsageError
+from queuectl.cli.render import print_json
+from queuectl.errors import UsageError
 
 __all__ = ["edit", "hold", "pause", "queue", "release", "restart", "resume"]
 
@@ -95,6 +94,7 @@ def queue_list(ctx: Context, as_json: bool) -> None:
             row.pop("slots_in_use")
         print_json(rows)
         return
+    gpus = ctx.store.devices.in_use()
     from tabulate import tabulate
 
     table = [
@@ -112,6 +112,10 @@ def queue_list(ctx: Context, as_json: bool) -> None:
     ]
     headers = ["queue", "parallel", "paused", "pending", "running", "failed", "held", "blocked"]
     click.echo(tabulate(table, headers=headers))
+    if gpus:
+        _devices, per = ctx.store.devices.current()
+        click.echo()
+        click.echo("gpu devices in use: " + ", ".join(f"{d}: {n}/{per}" for d, n in gpus.items()))
 
 
 @queue.command("remove")
@@ -168,48 +172,49 @@ def _set_paused(ctx: Context, names: tuple[str, ...], everything: bool, paused: 
 # -------------------------------------------------------------------- one job at a time
 
 
-def _each(job_ids: tuple[str, ...], action: Any, verb: str) -> None:
-    """Apply an operation to each id; report every failure, exit 1 if any failed."""
+def _each(job_ids: tuple[str, ...], action: Any, verb: str, past: str, as_json: bool) -> None:
+    """Apply an operation to each id (``cli.batch``)."""
+    from queuectl.cli.batch import each_id
     from queuectl.job import utcnow
 
-    failures = 0
-    for job_id in job_ids:
-        try:
-            job = action(job_id, utcnow())
-        except QueueError as exc:
-            if isinstance(exc, UsageError):
-                raise
-            warn(str(exc))
-            failures += 1
-            continue
-        click.echo(f"{verb} {job_id} ({job.state.value})")
-    if failures:
-        sys.exit(1)
+    def run(job_id: str) -> tuple[str, str]:
+        job = action(job_id, utcnow())
+        return job.state.value, f"{past} {job_id} ({job.state.value})"
+
+    each_id(job_ids, verb, run, as_json)
+
+
+JSON_EACH = click.option(
+    "--json", "as_json", is_flag=True, help="Print the outcome per id as JSON."
+)
 
 
 @click.command()
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True, shell_complete=complete_ids)
+@JSON_EACH
 @pass_context
-def hold(ctx: Context, job_ids: tuple[str, ...]) -> None:
+def hold(ctx: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
     """Keep waiting jobs (pending, failed-waiting, blocked) from running: to held/."""
-    _each(job_ids, ctx.store.workflow.hold, "held")
+    _each(job_ids, ctx.store.workflow.hold, "hold", "held", as_json)
 
 
 @click.command()
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True, shell_complete=complete_ids)
+@JSON_EACH
 @pass_context
-def release(ctx: Context, job_ids: tuple[str, ...]) -> None:
+def release(ctx: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
     """Let held jobs run (or wait for their dependencies, or their retry time)."""
-    _each(job_ids, ctx.store.workflow.release, "released")
+    _each(job_ids, ctx.store.workflow.release, "release", "released", as_json)
 
 
 @click.command()
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True, shell_complete=complete_ids)
+@JSON_EACH
 @pass_context
-def restart(ctx: Context, job_ids: tuple[str, ...]) -> None:
+def restart(ctx: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
     """Run finished jobs (completed, dead, cancelled) again: attempts start over, run
     numbers and history go on."""
-    _each(job_ids, ctx.store.workflow.restart, "restarted")
+    _each(job_ids, ctx.store.workflow.restart, "restart", "restarted", as_json)
 
 
 @click.command()

@@ -33,9 +33,33 @@ DIR_MODE: Final = 0o700
 
 
 def resolve_home(option: str | None) -> Path:
-    """``--home`` beats ``$QUEUECTL_HOME`` beats ``~/.queuectl``."""
+    """``--home`` beats ``$QUEUECTL_HOME`` beats ``~/.queuectl``; an empty one is an error
+    (it would otherwise quietly mean the default home)."""
+    if option is not None and not option.strip():
+        raise UsageError("--home (or QUEUECTL_HOME) is empty: give the queue home's folder")
     chosen = option or os.environ.get("QUEUECTL_HOME") or "~/.queuectl"
     return Path(chosen).expanduser().absolute()
+
+
+def check_existing_home(root: Path) -> None:
+    """Refuse a home that does not exist, or a folder with other things in it and no
+    journal (a typo, or the wrong folder): commands that only read never create one."""
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        raise UsageError(
+            f"cannot open queue home {root}: no such folder (check --home or QUEUECTL_HOME; "
+            "'queuectl add' or 'queuectl worker start' creates a home)"
+        ) from None
+    except NotADirectoryError:
+        raise UsageError(f"cannot open queue home {root}: not a directory") from None
+    except OSError as exc:
+        raise UsageError(f"cannot open queue home {root}: {exc.strerror}") from None
+    if names and "journal" not in names:
+        raise UsageError(
+            f"cannot open queue home {root}: the folder has other files and no journal/, "
+            "so it is not a queue home"
+        )
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,8 @@ class Home:
         old_umask = os.umask(0o077)
         try:
             self._mkdir(self.root)
+            if not os.listdir(self.root):  # an empty folder (a new volume) becomes a home:
+                os.chmod(self.root, DIR_MODE)  # as private as one queuectl creates
             for name in (*STATE_DIRS, *AUX_DIRS):
                 self._mkdir(self.root / name)
         finally:

@@ -58,6 +58,7 @@ class Dispatcher(threading.Thread):
         index: RunnableIndex,
         *,
         stopping: threading.Event,
+        done: threading.Event | None = None,
         on_drained: Callable[[], None] | None,
         is_idle: Callable[[], bool],
         log: Callable[[str], None],
@@ -73,6 +74,10 @@ class Dispatcher(threading.Thread):
         self.store = store
         self.index = index
         self.stopping = stopping
+        """No new work: set by a stop; the scans and recovery end."""
+        self.done = done or stopping
+        """The loop ends: set once the worker's threads are gone. Between the two, a worker
+        finishing its running jobs still sees cancel and stop-now requests for them."""
         self.on_drained = on_drained
         self.is_idle = is_idle
         self.log = log
@@ -104,6 +109,7 @@ class Dispatcher(threading.Thread):
         except BaseException as exc:  # surfaced by the pool, never silently lost
             self.error = exc
             self.stopping.set()
+            self.done.set()
             self.index.close()
 
     def _loop(self) -> None:
@@ -131,8 +137,11 @@ class Dispatcher(threading.Thread):
         if watcher is not None:
             poller.register(watcher.fileno(), select.POLLIN)
         try:
-            while not self.stopping.is_set():
+            while not self.done.is_set():
                 now = time.monotonic()
+                if self.stopping.is_set():
+                    self._scan = None  # no new work: only cancel and stop requests matter
+                    next_recovery = now + 3600.0
                 if self._scan is not None and (
                     now >= next_chunk or self.index.runnable() < RESCAN_CHUNK // 2
                 ):
@@ -155,7 +164,11 @@ class Dispatcher(threading.Thread):
                 if watcher is not None and watcher.fileno() in ready:
                     self._handle_events(watcher)
                 now = time.monotonic()
-                if now >= next_rescan:
+                if now >= next_rescan and self.stopping.is_set():
+                    self.check_cancel_requests()
+                    self.check_stop_request()
+                    next_rescan = now + rescan_every
+                elif now >= next_rescan:
                     self._start_scan()
                     self._scan_blocked()
                     self.check_cancel_requests()

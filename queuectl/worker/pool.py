@@ -99,6 +99,8 @@ class WorkerPool:
         """Set when a burst worker gave up: the process exits 1."""
         self.index = RunnableIndex()
         self.stopping = threading.Event()
+        self.finished = threading.Event()
+        """The job threads are gone (the dispatcher's loop ends)."""
         self.aborting = threading.Event()
         self._guard = threading.Lock()
         self._busy = 0
@@ -132,6 +134,7 @@ class WorkerPool:
             store,
             self.index,
             stopping=self.stopping,
+            done=self.finished,
             on_drained=self._drained if burst else None,
             is_idle=self._is_idle,
             log=log,
@@ -180,6 +183,7 @@ class WorkerPool:
                 thread.join()
             self.commits.close()
             self.stopping.set()
+            self.finished.set()
             self.dispatcher.wake()
             self.dispatcher.join()
             self.hooks.join()
@@ -564,6 +568,9 @@ class WorkerPool:
             self._running[job.id] = execution
             self._running_info[job.id] = {
                 "id": job.id,
+                "queue": job.queue,
+                "command": clip(job.command, 200),
+                "gpus": list(claim.gpus or ()),
                 "run": job.runs + 1,
                 "attempt": attempt,
                 "started_at": format_time(execution.started_at),
