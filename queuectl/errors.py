@@ -6,7 +6,6 @@ Domain code raises these and never prints; ``cli.main`` turns them into one line
 from __future__ import annotations
 
 import os
-import traceback
 from pathlib import Path
 from typing import ClassVar
 
@@ -69,5 +68,7 @@ def describe(exc: BaseException) -> str:
     catch-all must say what happened, and a developer must be able to see where."""
     text = str(exc) or type(exc).__name__
     if os.environ.get("QUEUECTL_DEBUG"):
+        import traceback
+
         text += "\n" + "".join(traceback.format_exception(exc)).rstrip()
     return text

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -170,7 +170,7 @@ def new_job_id(now: datetime | None = None) -> str:
     m = moment
     return (
         f"{m.year:04d}{m.month:02d}{m.day:02d}-{m.hour:02d}{m.minute:02d}{m.second:02d}-"
-        f"{m.microsecond:06d}-{secrets.token_hex(3)}"
+        f"{m.microsecond:06d}-{os.urandom(3).hex()}"
     )
 
 

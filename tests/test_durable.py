@@ -28,10 +28,10 @@ from queuectl.storage.durable import (
 def rename_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run rename tests with RENAME_NOREPLACE and with the link()+unlink() fallback."""
     if request.param == "renameat2":
-        if durable._renameat2 is None:
+        if durable._libc_function("renameat2") is None:
             pytest.skip("libc has no renameat2")
     else:
-        monkeypatch.setattr(durable, "_renameat2", None)
+        monkeypatch.setitem(durable._LIBC, "renameat2", None)
     return str(request.param)
 
 

@@ -10,16 +10,13 @@ lost even if a retry "succeeds", so we raise ``StorageError`` and never retry.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import itertools
 import os
-import secrets
 import stat
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from queuectl.errors import StorageError
 
@@ -46,9 +43,31 @@ journal commit of its own, so a batch of N would pay N commits instead of one.""
 _AT_FDCWD: Final = -100
 _RENAME_NOREPLACE: Final = 1
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_renameat2 = getattr(_libc, "renameat2", None)
-_syncfs = getattr(_libc, "syncfs", None)
+_LIBC: dict[str, Any] = {}
+
+
+def _libc_function(name: str) -> Any:
+    """A C library function through ctypes, or None where the C library lacks it.
+
+    Loaded on first use from the process's own symbols (``CDLL(None)``): no
+    ``ctypes.util.find_library``, which runs ``/sbin/ldconfig -p`` in a child process and
+    cost every CLI call milliseconds, and no import of ctypes for commands that never
+    rename or sync.
+    """
+    if name not in _LIBC:
+        import ctypes
+
+        try:
+            _LIBC[name] = getattr(ctypes.CDLL(None, use_errno=True), name, None)
+        except OSError:
+            _LIBC[name] = None
+    return _LIBC[name]
+
+
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 def _storage_error(action: str, path: str | os.PathLike[str], exc: OSError) -> StorageError:
@@ -77,7 +96,7 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 _tmp_counter = itertools.count()
-_tmp_salt = secrets.token_hex(2)
+_tmp_salt = os.urandom(2).hex()
 
 
 def tmp_name(tmp_dir: Path, stem: str, owner: str | None = None) -> Path:
@@ -147,9 +166,10 @@ def sync_all(fds: list[int], paths: list[Path]) -> None:
     ``syncfs`` flushes the whole filesystem holding the files: for a batch of many small
     files it costs about as much as one fsync, instead of one fsync each.
     """
-    if len(fds) >= SYNCFS_MIN_FILES and _syncfs is not None:
-        if _syncfs(fds[0]) != 0:
-            err = ctypes.get_errno()
+    syncfs = _libc_function("syncfs") if len(fds) >= SYNCFS_MIN_FILES else None
+    if syncfs is not None:
+        if syncfs(fds[0]) != 0:
+            err = _errno()
             raise _storage_error("syncfs", paths[0], OSError(err, os.strerror(err)))
         return
     for fd, path in zip(fds, paths, strict=True):
@@ -164,13 +184,12 @@ def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -
     silently overwrite a job that already sits at the destination.
     Raises FileNotFoundError when ``src`` is gone (somebody else moved it first).
     """
-    if _renameat2 is not None:
-        res = _renameat2(
-            _AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE
-        )
+    renameat2 = _libc_function("renameat2")
+    if renameat2 is not None:
+        res = renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
         if res == 0:
             return True
-        err = ctypes.get_errno()
+        err = _errno()
         if err == errno.EEXIST:
             return False
         if err not in (errno.EINVAL, errno.ENOSYS):

@@ -13,8 +13,6 @@ job start, the complaint about task-spooler's ``-G``).
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import threading
 from collections.abc import Callable
 from typing import Any, Final
@@ -45,6 +43,9 @@ def parse_gpus(text: str) -> str:
 
 def detect(run: Callable[[list[str]], str] | None = None) -> list[str]:
     """The devices ``nvidia-smi -L`` lists (``GPU 0: ...``), none when it is missing."""
+    import shutil
+    import subprocess
+
     if run is None:
         if shutil.which("nvidia-smi") is None:
             return []

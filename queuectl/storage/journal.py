@@ -31,9 +31,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
-
-from filelock import FileLock
+from typing import TYPE_CHECKING, Any, Final
 
 from queuectl.errors import JournalCorrupt, StorageError
 from queuectl.storage.durable import FILE_MODE, fsync_dir, fsync_fd
@@ -47,6 +45,9 @@ from queuectl.storage.journal_index import (
     index_line,
 )
 from queuectl.storage.records import checksum_ok, decode_line, encode_record, frame_payload
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 __all__ = [
     "SEGMENT_BYTES",
@@ -126,7 +127,7 @@ class Journal:
         self.segment_bytes = segment_bytes
         self.lock_path = lock_path
         self.compact_lock_path = lock_path.with_name("compact.lock")
-        self._file_lock = FileLock(lock_path, poll_interval=0.001, thread_local=False)
+        self._file_lock_object: FileLock | None = None
         self._lock_fd: int | None = None
         self._cond = threading.Condition()
         self._open_batch = _Batch()
@@ -183,6 +184,19 @@ class Journal:
     def exclusive(self) -> FileLock:
         """The cross-process journal lock, for maintenance that must not race appends."""
         return self._file_lock
+
+    @property
+    def _file_lock(self) -> FileLock:
+        """filelock's lock on the journal lock file, made on first use: appends take the
+        same lock with one ``flock`` on a kept descriptor (``_lock``), and importing
+        filelock costs a CLI call tens of milliseconds it only needs for maintenance."""
+        if self._file_lock_object is None:
+            from filelock import FileLock
+
+            self._file_lock_object = FileLock(
+                self.lock_path, poll_interval=0.001, thread_local=False
+            )
+        return self._file_lock_object
 
     def _flush(self, batch: _Batch) -> None:
         data = b"".join(entry.line for entry in batch.entries)

@@ -28,7 +28,6 @@ import errno
 import fcntl
 import hashlib
 import os
-import secrets
 import struct
 import threading
 from pathlib import Path
@@ -212,7 +211,7 @@ class ProcessMark:
         with self._guard:
             if self._name is None:
                 for _ in range(8):
-                    token = secrets.randbits(47)
+                    token = int.from_bytes(os.urandom(6)) >> 1  # 47 random bits
                     holder = self._locks.holder()
                     if holder.take(_MARK_BASE + token):
                         self._holder, self._name = holder, f"{token:016x}"

@@ -23,7 +23,6 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import signal
 import socket
 import threading
@@ -51,7 +50,7 @@ _UNSAFE: Final = re.compile(r"[^A-Za-z0-9.-]+")
 
 def new_worker_id() -> str:
     host = _UNSAFE.sub("-", socket.gethostname())[:40].strip("-.") or "host"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+    return f"{host}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 def pid_namespace() -> str:

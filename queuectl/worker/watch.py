@@ -8,7 +8,6 @@ limit is reached) ``open_watcher`` returns None and the caller falls back to res
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
 from dataclasses import dataclass
@@ -81,7 +80,7 @@ class DirWatcher:
 
 def open_watcher(directories: list[Path]) -> DirWatcher | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # no find_library: it runs ldconfig
         init = libc.inotify_init1
     except (OSError, AttributeError):
         return None
