@@ -942,6 +942,127 @@ def scenario_wait_exit_codes(env: Env) -> None:
     check([s["state"] for s in shown] == ["dead", "cancelled"], f"wait --json said {shown}")
 
 
+def scenario_schedules(env: Env) -> None:
+    """``schedule add --every 1s``: two workers, one leader; each occurrence enqueued once,
+    consecutive, carrying the schedule's name; a restart of the leader neither repeats nor
+    (with a worker alive) misses one."""
+    env.ok("schedule", "add", "tick", "--every", "1s", "--", "true")
+    first = env.start_worker()
+    second = env.start_worker()
+    wait_until(lambda: len(env.ids("completed")) >= 3, "three occurrences", timeout=30)
+    leader = first if "leading" in env.worker_log(first) else second
+    os.kill(leader.pid, signal.SIGKILL)
+    wait_exit(leader, "the leading worker")
+    seen = len(env.ids("completed"))
+    wait_until(lambda: len(env.ids("completed")) >= seen + 3, "occurrences after a takeover")
+    env.ok("schedule", "pause", "tick")
+    for proc in (first, second):
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            wait_exit(proc, "a worker")
+    ids = sorted(env.ids("completed") | env.ids("pending") | env.ids("processing"))
+    stamps = [parse_time(i.split(".", 1)[1].replace("Z", "")[:15] + "Z") for i in ids]
+    steps = {round((b - a).total_seconds()) for a, b in itertools.pairwise(stamps)}
+    check(steps == {1}, f"occurrences not one second apart (missed or doubled): {ids}")
+    job = env.job("completed", ids[0])
+    check(job["schedule"] == "tick" and job["unique_key"].startswith("schedule:tick:"), "fields")
+    listed = json.loads(env.ok("schedule", "list", "--json"))
+    check(listed[0]["paused"] is True and listed[0]["last_job"] in ids, f"list said {listed}")
+
+
+def scenario_completion_hooks(env: Env) -> None:
+    """``on-finish`` runs once a job's final state is durable, with the job's details, for
+    a worker's completion and for a cancel of a waiting job; its result is in ``show``."""
+    seen = env.scratch / "hooks"
+    env.ok(
+        "config",
+        "set",
+        "on-finish",
+        f'echo "$QUEUECTL_JOB_ID $QUEUECTL_STATE $QUEUECTL_EXIT_CODE '
+        f'$QUEUECTL_QUEUE_REMAINING" >> {seen}',
+    )
+    env.ok("add", "--id", "ok", "true")
+    env.ok("add", "--id", "later", "--run-at", "2099-01-01T00:00:00Z", "true")
+    env.ok("cancel", "later")
+    env.ok("add", "--id", "own", "--on-finish", f"echo own-hook >> {seen}; exit 3", "true")
+    proc = env.start_worker()
+    wait_until(lambda: seen.exists() and len(seen.read_text().splitlines()) >= 3, "three hooks")
+    lines = sorted(seen.read_text().splitlines())
+    check(lines == ["later cancelled  0", "ok completed 0 0", "own-hook"], f"hooks: {lines}")
+    hook = json.loads(env.ok("show", "--json", "own"))["hook"]
+    check(hook["exit_code"] == 3 and hook["outcome"] == "failed", f"show said {hook}")
+    check("own" in env.ids("completed"), "a failing hook changed the job")
+    os.kill(proc.pid, signal.SIGTERM)
+    wait_exit(proc, "the worker")
+
+
+def scenario_gpu_slots(env: Env) -> None:
+    """``gpus 0,1``: jobs asking for one device never share one, across two worker
+    processes; a job asking for none sees CUDA_VISIBLE_DEVICES empty; asking for more
+    devices than exist is refused."""
+    env.ok("config", "set", "gpus", "0,1")
+    stamps = env.scratch / "stamps"
+    stamps.mkdir()
+    me = f'{stamps}/"$QUEUECTL_JOB_ID"'
+    command = (
+        f"echo $(date +%s.%N) $CUDA_VISIBLE_DEVICES > {me}.start; sleep 0.2; "
+        f"echo $(date +%s.%N) > {me}.end"
+    )
+    for n in range(8):
+        env.ok("add", "--id", f"g{n}", "--gpus", "1", command)
+    env.ok("add", "--id", "cpu", 'echo "[$CUDA_VISIBLE_DEVICES]"')
+    refused = env.run("add", "--gpus", "3", "true")
+    check(refused.returncode == 2, "a job asking for 3 of 2 devices was accepted")
+    procs = [env.start_worker("--count", "3") for _ in range(2)]
+    wait_until(lambda: len(env.ids("completed")) == 9, "the gpu jobs", timeout=60)
+    for device in ("0", "1"):
+        events = []
+        for start in stamps.glob("*.start"):
+            begun, used = start.read_text().split()
+            if used == device:
+                events += [(float(begun), 1), (float(start.with_suffix(".end").read_text()), -1)]
+        active = most = 0
+        for _, delta in sorted(events):
+            active += delta
+            most = max(most, active)
+        check(most == 1, f"{most} jobs at once on device {device}")
+    check(env.ok("logs", "cpu") == "[]\n", "a CPU job could see the GPUs")
+    for proc in procs:
+        os.kill(proc.pid, signal.SIGTERM)
+        wait_exit(proc, "a worker")
+
+
+def scenario_cli_conventions(env: Env) -> None:
+    """Reading a home that does not exist is an error that creates nothing; scripts get
+    JSON from the commands that report; a confirmation without a terminal refuses."""
+    missing = env.scratch / "typo-home"
+    for args in (["status"], ["list"], ["fsck"], ["show", "x"]):
+        done = subprocess.run(
+            [*CLI, "--home", str(missing), *args], capture_output=True, text=True, check=False
+        )
+        check(done.returncode == 2 and "no such folder" in done.stderr, f"{args}: {done.stderr}")
+    check(not missing.exists(), "a read created the home")
+    env.ok("add", "--id", "a", "--run-at", "2099-01-01T00:00:00Z", "true")
+    cancelled = json.loads(env.ok("cancel", "--json", "a"))
+    check(
+        cancelled == [{"id": "a", "ok": True, "state": "cancelled", "message": "cancelled a"}],
+        f"cancel --json said {cancelled}",
+    )
+    check(json.loads(env.ok("fsck", "--json"))["clean"] is True, "fsck --json")
+    check(json.loads(env.ok("config", "get", "--json", "max-retries"))["value"] == 3, "config")
+    env.ok("add", "--id", "d", "--max-retries", "0", "false")
+    run_burst(env)
+    purge = subprocess.run(
+        [*CLI, "--home", str(env.home), "dlq", "purge", "--all"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    check(purge.returncode == 2 and "--yes" in purge.stderr, "purge asked without a terminal")
+    check(env.ids("dead") == {"d"}, "purge without --yes deleted")
+
+
 SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("job-completes", scenario_job_completes),
     ("retry-backoff-dlq", scenario_retry_backoff_dlq),
@@ -976,6 +1097,10 @@ SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("hold-release-restart-edit", scenario_hold_release_restart_edit),
     ("unique-jobs", scenario_unique_jobs),
     ("wait-exit-codes", scenario_wait_exit_codes),
+    ("schedules", scenario_schedules),
+    ("completion-hooks", scenario_completion_hooks),
+    ("gpu-slots", scenario_gpu_slots),
+    ("cli-conventions", scenario_cli_conventions),
 ]
 
 

@@ -7,7 +7,7 @@ import re
 from datetime import datetime
 from typing import Final
 
-__all__ = ["clip", "duration", "flat", "natural_key", "relative"]
+__all__ = ["clip", "duration", "flat", "natural_key", "one_line", "relative"]
 
 _DIGITS: Final = re.compile(r"(\d+)")
 
@@ -15,6 +15,14 @@ _DIGITS: Final = re.compile(r"(\d+)")
 def flat(text: str) -> str:
     """All whitespace runs (newlines, tabs) as single spaces: one line of text."""
     return " ".join(text.split())
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control or invisible character shown as its escape (``\\r``,
+    ``\\x1b``): an error naming a hostile file name stays one line and cannot move the cursor."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def clip(text: str, width: int) -> str:

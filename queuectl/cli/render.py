@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from queuectl.text import clip
+from queuectl.text import clip, one_line
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -45,11 +45,11 @@ def print_json(value: Any) -> None:
 
 def note(message: str) -> None:
     """Something a user should know that is not an error (stderr)."""
-    click.echo(f"queuectl: note: {message}", err=True)
+    click.echo(f"queuectl: note: {one_line(message)}", err=True)
 
 
 def warn(message: str) -> None:
-    click.echo(f"queuectl: error: {message}", err=True)
+    click.echo(f"queuectl: error: {one_line(message)}", err=True)
 
 
 def fail(message: str, code: int) -> NoReturn:
