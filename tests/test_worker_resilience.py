@@ -79,6 +79,32 @@ def test_the_committer_outlives_a_failure_to_refill_the_output_pool(
     assert any("error: committer" in line for line in lines)
 
 
+def test_a_worker_that_fails_to_start_leaves_no_registration_or_tmp_files(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while the worker pre-creates its output files used to leave
+    ``workers/<pid>.json`` behind (listed as a worker until the process exited) and the
+    output files it had made so far in ``tmp/``."""
+    from queuectl.worker import outputs
+
+    real_create = outputs.OutputPool._create
+    made: list[int] = []
+
+    def full_after_two(self: outputs.OutputPool) -> outputs.OutputFiles:
+        if len(made) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        made.append(1)
+        return real_create(self)
+
+    monkeypatch.setattr(outputs.OutputPool, "_create", full_after_two)
+    pool = WorkerPool(Store(home), 2, burst=True, log=lambda line: None)
+    with pytest.raises(OSError):
+        pool.run()
+    assert made == [1, 1]
+    assert sorted(os.listdir(home.workers)) == []
+    assert [name for name in os.listdir(home.tmp) if not name.startswith(".")] == []
+
+
 def test_a_deeply_nested_drop_is_rejected_and_the_worker_keeps_going(
     qhome: Path, procs: Procs, tmp_path: Path
 ) -> None:

@@ -160,6 +160,14 @@ class WorkerPool:
             self.store.home.workers, self.threads, self.burst, self.id, extra=served
         )
         self.registration = registration
+        try:
+            return self._serve()
+        finally:
+            # Unlisted last, on every way out (an error included); its lock goes only when the
+            # process exits.
+            registration.close()
+
+    def _serve(self) -> int:
         self._install_signal_handlers()
         mode = "burst mode" if self.burst else "until stopped"
         self.log(
@@ -169,16 +177,18 @@ class WorkerPool:
             threading.Thread(target=self._thread_main, name=f"queuectl-worker-{i}", daemon=True)
             for i in range(self.threads)
         ]
-        self.outputs.refill()
-        with _stop_signals_for_this_thread_only():
-            self.commits = CommitQueue(self.store, self.log, self.outputs, self._commands_running)
-            self.dispatcher.start()
-            self.hooks.start()
-            if self.leader is not None:
-                self.leader.start()
-            for thread in pool:
-                thread.start()
         try:
+            self.outputs.refill()
+            with _stop_signals_for_this_thread_only():
+                self.commits = CommitQueue(
+                    self.store, self.log, self.outputs, self._commands_running
+                )
+                self.dispatcher.start()
+                self.hooks.start()
+                if self.leader is not None:
+                    self.leader.start()
+                for thread in pool:
+                    thread.start()
             for thread in pool:
                 thread.join()
             self.commits.close()
@@ -197,10 +207,8 @@ class WorkerPool:
         if self.dispatcher.error is not None or self.failed:
             if self.dispatcher.error is not None:
                 self.log(f"error: {describe(self.dispatcher.error)}")
-            registration.close()
             return 1
         self.log("worker stopped")
-        registration.close()  # unlisted last; its lock goes only when the process exits
         return 0
 
     def request_stop(self, now: bool = False) -> None:
