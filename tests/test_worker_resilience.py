@@ -105,6 +105,46 @@ def test_a_worker_that_fails_to_start_leaves_no_registration_or_tmp_files(
     assert [name for name in os.listdir(home.tmp) if not name.startswith(".")] == []
 
 
+def test_stop_signals_are_handled_outside_the_main_thread(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Python signal handler runs in the main thread between two bytecodes: a second
+    SIGTERM that arrived while the first one's handler was inside ``Event.set`` took the
+    event's lock again from the same thread, and the worker hung for good (seen in CI as
+    a worker that never exited after two ^C). Signals are now taken by a thread of their
+    own; afterwards the main thread gets its signal mask back."""
+    import signal
+
+    started = tmp_path / "started"
+    store = Store(home)
+    store.enqueue([_new("long", f"touch {started}; sleep 300")], explicit_ids=set())
+    lines: list[str] = []
+    handled_in: list[str] = []
+    pool = WorkerPool(store, 1, burst=False, log=lines.append)
+    real_on_signal = pool._on_signal
+
+    def on_signal(signum: int, frame: object) -> None:
+        handled_in.append(threading.current_thread().name)
+        real_on_signal(signum, None)
+
+    monkeypatch.setattr(pool, "_on_signal", on_signal)
+
+    def press_ctrl_c_twice() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # never taken here
+        wait_until(started.exists, message="the command to start")
+        os.kill(os.getpid(), signal.SIGTERM)
+        wait_until(lambda: len(handled_in) == 1, message="the first signal")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    presser = threading.Thread(target=press_ctrl_c_twice, daemon=True)
+    presser.start()
+    assert pool.run() == 0
+    presser.join()
+    assert handled_in == ["queuectl-signals", "queuectl-signals"]
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    assert [path.name for path in (home.root / "pending").iterdir()] == ["long.json"]
+
+
 def test_a_deeply_nested_drop_is_rejected_and_the_worker_keeps_going(
     qhome: Path, procs: Procs, tmp_path: Path
 ) -> None:

@@ -110,6 +110,9 @@ class WorkerPool:
         self._jobs_published = 0.0
         self._next_stall_look = 0.0
         self._signals = 0
+        self._signals_closed = False
+        self._signal_thread: threading.Thread | None = None
+        self._mask_before: set[int | signal.Signals] = set()
         base_env = dict(os.environ)
         base_env["QUEUECTL_HOME"] = str(store.home.root)
         inherited_names = (
@@ -163,6 +166,7 @@ class WorkerPool:
         try:
             return self._serve()
         finally:
+            self._restore_signal_handling()
             # Unlisted last, on every way out (an error included); its lock goes only when the
             # process exits.
             registration.close()
@@ -223,10 +227,37 @@ class WorkerPool:
         self.dispatcher.wake()
 
     def _install_signal_handlers(self) -> None:
+        """Take SIGTERM and SIGINT in a thread of their own (``sigwait``), with both blocked
+        everywhere else. A Python handler runs in the main thread between any two bytecodes:
+        a second ^C arriving while the first one's handler was inside ``Event.set`` took the
+        event's lock again from the same thread and hung the worker for good. In a thread,
+        handling a signal is ordinary code that may take any lock."""
         if threading.current_thread() is not threading.main_thread():
             return
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        self._mask_before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        self._signal_thread = threading.Thread(
+            target=self._take_signals, name="queuectl-signals", daemon=True
+        )
+        self._signal_thread.start()
+
+    def _take_signals(self) -> None:
+        while True:
+            signum = signal.sigwait(STOP_SIGNALS)
+            if self._signals_closed:
+                return
+            self._on_signal(signum, None)
+
+    def _restore_signal_handling(self) -> None:
+        """Stop the signal thread and give the main thread its mask back (a worker run from
+        a test or an embedding program must not leave ^C blocked)."""
+        thread = self._signal_thread
+        if thread is None or thread.ident is None:
+            return
+        self._signals_closed = True
+        signal.pthread_kill(thread.ident, signal.SIGTERM)  # blocked there: sigwait takes it
+        thread.join()
+        self._signal_thread = None
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._mask_before)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
@@ -690,10 +721,10 @@ STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
 
 @contextlib.contextmanager
 def _stop_signals_for_this_thread_only() -> Iterator[None]:
-    """Start threads with SIGTERM and SIGINT blocked, so the kernel always delivers them to
-    the main thread. CPython runs handlers only in the main thread, and a signal that lands
-    on another thread does not wake a main thread blocked in ``join``: once, a benchmark's
-    SIGTERM left a worker serving for minutes. (Commands get an empty mask: spawn.py.)"""
+    """Start threads with SIGTERM and SIGINT blocked, so that only the signal thread
+    (``_install_signal_handlers``) ever takes them: a signal the kernel hands to a busy
+    worker thread would otherwise wait there unseen (once, a benchmark's SIGTERM left a
+    worker serving for minutes). Commands get an empty mask: spawn.py."""
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
