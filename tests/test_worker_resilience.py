@@ -33,7 +33,7 @@ def test_an_overflow_during_a_paced_scan_starts_the_scan_over(store: Store) -> N
     store.enqueue([_new(f"old{i:05d}") for i in range(2 * RESCAN_CHUNK)], explicit_ids=set())
     index = RunnableIndex()
     dispatcher = Dispatcher(
-        store, index, stopping=threading.Event(), on_drained=None, is_idle=lambda: True, log=print
+        store, index, stopping=threading.Event(), on_drained=None, is_idle=lambda: 0, log=print
     )
     dispatcher._start_scan()
     store.enqueue([_new("late")], explicit_ids=set())
@@ -221,7 +221,7 @@ def test_a_scan_reads_one_chunk_at_once_and_the_rest_later(store: Store) -> None
     store.enqueue([_new(f"j{i:05d}") for i in range(2 * RESCAN_CHUNK + 5)], explicit_ids=set())
     index = RunnableIndex()
     dispatcher = Dispatcher(
-        store, index, stopping=threading.Event(), on_drained=None, is_idle=lambda: True, log=print
+        store, index, stopping=threading.Event(), on_drained=None, is_idle=lambda: 0, log=print
     )
     dispatcher._start_scan()
     assert len(index) == RESCAN_CHUNK

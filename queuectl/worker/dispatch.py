@@ -60,7 +60,7 @@ class Dispatcher(threading.Thread):
         stopping: threading.Event,
         done: threading.Event | None = None,
         on_drained: Callable[[], None] | None,
-        is_idle: Callable[[], bool],
+        is_idle: Callable[[], int | None],
         log: Callable[[str], None],
         recovery_interval: float = RECOVERY_INTERVAL_SECONDS,
         on_cancel: Callable[[str], None] | None = None,
@@ -371,7 +371,10 @@ class Dispatcher(threading.Thread):
         """Burst mode: nothing left this worker could run. Jobs parked for a paused queue
         do not count (they will not run until it is resumed); nothing may be running, and
         no job may still sit in processing/ (an orphan to recover, or a commit under way)."""
-        if self._scan is not None or not self.is_idle():
+        if self._scan is not None:
+            return False
+        idle = self.is_idle()
+        if idle is None:
             return False
         if self._watcher is not None:
             self._handle_events(self._watcher)  # a job that just finished may free another
@@ -385,7 +388,12 @@ class Dispatcher(threading.Thread):
                 parked_paused += count
         if len(self.index) > parked_paused:
             return False
-        return self.store.folders.count(JobState.PROCESSING) == 0
+        if self.store.folders.count(JobState.PROCESSING) != 0:
+            return False
+        # Idle at both ends of the look with no job taken or let go in between: a thread
+        # that let a job go after putting it back into the index (a failed claim) would
+        # otherwise pass both checks, each at the wrong moment.
+        return self.is_idle() == idle
 
     def close(self) -> None:
         os.close(self._wake_r)

@@ -104,6 +104,7 @@ class WorkerPool:
         self.aborting = threading.Event()
         self._guard = threading.Lock()
         self._busy = 0
+        self._handoffs = 0
         self._running: dict[str, Execution] = {}
         self._running_info: dict[str, dict[str, object]] = {}
         self._jobs_dirty = False
@@ -348,13 +349,16 @@ class WorkerPool:
     def _commands_running(self) -> bool:
         return bool(self._running)  # a dict's truth is atomic under the GIL
 
-    def _is_idle(self) -> bool:
-        """No job in hand, and no completion hook still to run (burst mode waits for
-        those: a job's hook belongs to its run)."""
+    def _is_idle(self) -> int | None:
+        """None while a job is in hand or a completion hook is still to run (burst mode
+        waits for those: a job's hook belongs to its run); otherwise the number of times
+        a job was taken or let go so far, so that two looks can tell nothing moved between
+        them."""
         with self._guard:
             if self._busy:
-                return False
-        return self.hooks.idle()
+                return None
+            handoffs = self._handoffs
+        return handoffs if self.hooks.idle() else None
 
     # ---------------------------------------------------------------- one thread
 
@@ -473,10 +477,12 @@ class WorkerPool:
         when it let go. Burst mode's "drained" needs no job in hand anywhere."""
         with self._guard:
             self._busy += 1
+            self._handoffs += 1
 
     def _done_with_one(self) -> None:
         with self._guard:
             self._busy -= 1
+            self._handoffs += 1
         if self.burst and not len(self.index):
             self.dispatcher.wake()  # maybe the home is drained now
 
