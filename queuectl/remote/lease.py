@@ -100,7 +100,9 @@ class HeadLease:
     cancelled: set[str] = field(default_factory=set)
     seen: float = field(default_factory=time.monotonic)
 
-    def commit(self, token_nonce: str, token_t0: float, nonce: str, lease: float, now: float) -> bool:
+    def commit(
+        self, token_nonce: str, token_t0: float, nonce: str, lease: float, now: float
+    ) -> bool:
         """Apply an echoed token; True when the deadline moved (the warden must hear)."""
         if token_nonce != nonce or token_t0 > now:
             return False  # another worker life's token, or a clock that went backwards

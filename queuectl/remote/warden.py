@@ -158,11 +158,10 @@ class Warden:
             if deadline > self.heads.get(head, 0.0):
                 self.heads[head] = deadline
                 self.rescan.pop(head, None)
-        elif msg["op"] == "shutdown":
+        elif msg["op"] == "shutdown" and self.orphaned_at is None:
             # The worker is closing and has TERMed its commands itself: no second TERM (some
             # programs take a second one as "quit now"), only the KILL after the grace.
-            if self.orphaned_at is None:
-                self.orphaned_at = time.monotonic()
+            self.orphaned_at = time.monotonic()
 
     def read(self) -> None:
         try:
@@ -185,6 +184,7 @@ class Warden:
         poller.register(self.sock, select.POLLIN)
         while True:
             now = time.monotonic()
+            wait: float | None
             if self.orphaned_at is not None:
                 if now >= self.orphaned_at + self.grace:
                     kill_groups(scan(self.mine), signal.SIGKILL)

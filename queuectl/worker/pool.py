@@ -372,8 +372,8 @@ class WorkerPool:
         current command runs, so that only the rename is left between that command's exit and
         the next start. Held for at most ``LOOK_AHEAD_SECONDS``: for a longer command the
         next job is released to the other threads and workers, exactly as it was."""
-        if running.outcome is not None:
-            return None  # it did not start: nothing to overlap with
+        if running.outcome is not None or not self.executor.look_ahead:
+            return None  # it did not start (or runs remotely): nothing to overlap with
         entry = self.index.take_entry(block=False, on_take=self._busy_with_one)
         if entry is None:
             return None
