@@ -54,7 +54,14 @@ class Tls:
         from distributed.security import Security
 
         if not self.given():
-            return Security()  # from distributed.comm.tls.* in the Dask config, if set
+            import dask.config
+
+            if not dask.config.get("distributed.comm.tls.ca-file", None):
+                raise RemoteConfigError(
+                    "a tls:// scheduler needs --tls-ca, --tls-cert and --tls-key (or "
+                    "distributed.comm.tls.* in the Dask configuration)"
+                )
+            return Security(require_encryption=True)  # from the Dask configuration
         missing = [name for name, v in (("--tls-ca", self.ca), ("--tls-cert", self.cert)) if not v]
         if missing:
             raise RemoteConfigError(f"TLS needs {' and '.join(missing)} as well")

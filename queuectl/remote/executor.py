@@ -381,7 +381,7 @@ class RemoteExecutor:
                 timeout=self.connect_timeout,
                 set_as_default=False,
             )
-        except (OSError, TimeoutError) as exc:
+        except Exception as exc:  # OSError, TimeoutError, ssl and TLS set-up errors
             raise RemoteUnavailable(
                 f"cannot reach the Dask scheduler at {self._address} within "
                 f"{self.connect_timeout:g}s: {exc}"

@@ -52,6 +52,11 @@ class LeaseTiming:
             raise ValueError(
                 f"the lease must be between {MIN_LEASE_SECONDS:g}s and {MAX_LEASE_SECONDS:g}s"
             )
+        if self.lease < 3 * self.renew_every + self.lease_grace:
+            raise ValueError(
+                f"a lease of {self.lease:g}s is too short: it needs three renewal rounds "
+                f"({self.renew_every:g}s each) and the {self.lease_grace:g}s TERM grace"
+            )
 
     @property
     def renew_every(self) -> float:

@@ -48,6 +48,13 @@ VERSION: Final = "1"
 """The remote protocol's version: the head refuses workers that run another one."""
 PLUGIN_NAME: Final = "queuectl"
 TOMBSTONES_KEPT: Final = 100_000
+_PER_ATTEMPT: Final = frozenset(
+    f"QUEUECTL_{name}"
+    for name in (
+        "JOB_ID", "ATTEMPT", "RUN", "CWD", "QUEUE", "SLOT", "GPUS", "ATTEMPT_KEY", "WARDEN", "HEAD"
+    )
+)  # fmt: skip
+"""Variables of a job that a Dask worker started from inside one must not pass on."""
 GPU_WAIT_SECONDS: Final = 30.0
 HEAD_FORGOTTEN_SECONDS: Final = 3600.0
 
@@ -71,7 +78,7 @@ class WorkerState:
         self.root = os.environ.get("QUEUECTL_WARDEN_ROOT") or os.path.join(
             os.path.dirname(local_dir), "queuectl-wardens"
         )
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("QUEUECTL_")}
+        inherited = {k: v for k, v in os.environ.items() if k not in _PER_ATTEMPT}
         self.environment = Environment(inherited)  # encoded once, not per spawn
         started = time.monotonic()
         self.reaped = _warden.reap_dead_wardens(self.root)
