@@ -10,6 +10,7 @@ start --executor dask`` processes, so a test can SIGKILL one.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -46,7 +47,7 @@ def dask_env(**more: str) -> dict[str, str]:
 class Cluster:
     base: Path
     workers: int = 2
-    nthreads: int = 4
+    nthreads: int = 5
     resources: str = "GPU=2"
     scheduler_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
@@ -57,7 +58,9 @@ class Cluster:
     def address(self) -> str:
         return f"tcp://127.0.0.1:{self.port}"
 
-    def _popen(self, args: list[str], cwd: Path, env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
+    def _popen(
+        self, args: list[str], cwd: Path, env: dict[str, str], log: str
+    ) -> subprocess.Popen[bytes]:
         cwd.mkdir(parents=True, exist_ok=True)
         with open(self.base / log, "ab") as out:
             return subprocess.Popen(
@@ -129,12 +132,11 @@ def head(
     home: Path, cluster: Cluster, *args: str, log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """A ``worker start --executor dask`` process (its own session, so a test can kill it)."""
+    argv = [sys.executable, "-m", "queuectl", "--home", str(home), "worker", "start"]
+    argv += ["--executor", "dask", "--scheduler", cluster.address, "--lease", LEASE, *args]
     with open(log, "ab") as err:
         return subprocess.Popen(
-            [
-                sys.executable, "-m", "queuectl", "--home", str(home), "worker", "start",
-                "--executor", "dask", "--scheduler", cluster.address, "--lease", LEASE, *args,
-            ],  # fmt: skip
+            argv,
             stdout=subprocess.DEVNULL,
             stderr=err,
             env=env or dask_env(),
@@ -200,7 +202,7 @@ def runs(record: Path) -> dict[str, list[Run]]:
 def assert_never_overlapping(found: dict[str, list[Run]]) -> None:
     """Every run of a job ended (recorded its end) before the next run of it started."""
     for tag, its_runs in found.items():
-        for earlier, later in zip(its_runs, its_runs[1:], strict=False):
+        for earlier, later in itertools.pairwise(its_runs):
             assert earlier.end is not None, f"{tag}: run {earlier.pid} recorded no end"
             assert earlier.end <= later.start, f"{tag}: runs overlap: {its_runs}"
 
@@ -224,3 +226,27 @@ def kill_quietly(pid: int) -> None:
 
 def monotonic_deadline(seconds: float) -> float:
     return time.monotonic() + seconds
+
+
+def enqueue_all(home: Path, jobs: list[dict[str, object]]) -> list[str]:
+    """``enqueue -`` with one JSON object per line: one process for the whole batch."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-m", "queuectl", "--home", str(home), "enqueue", "-"],
+        input="".join(json.dumps(job) + "\n" for job in jobs),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def wait_jobs(home: Path, ids: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``queuectl wait`` for the ids (an event the CLI awaits, not a sleep here)."""
+    return subprocess.run(
+        [sys.executable, "-m", "queuectl", "--home", str(home), "wait", *ids,
+         "--timeout", str(timeout)],
+        capture_output=True, text=True, timeout=timeout + 30,
+    )  # fmt: skip

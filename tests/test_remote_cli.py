@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import jobs_in, read_job, run_cli
-from tests.remote_support import Cluster, dask_env, head, recorded, runs, stop_head
+from tests.remote_support import (
+    Cluster,
+    dask_env,
+    enqueue_all,
+    head,
+    recorded,
+    runs,
+    stop_head,
+    wait_jobs,
+)
 
 
 def enqueue(home: Path, **job: object) -> str:
@@ -51,7 +60,9 @@ def test_output_streams_into_the_log_while_the_command_runs(
 ) -> None:
     home = tmp_path / "home"
     gate = tmp_path / "gate"
-    job = enqueue(home, command=f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second")
+    job = enqueue(
+        home, command=f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second"
+    )
     proc = head(home, dask_cluster, "--burst", log=tmp_path / "head.log")
     try:
         follow = subprocess.Popen(
@@ -68,20 +79,23 @@ def test_output_streams_into_the_log_while_the_command_runs(
         assert proc.wait(60) == 0
 
 
-def test_exactly_once_under_two_heads_and_two_workers(tmp_path: Path, dask_cluster: Cluster) -> None:
+def test_exactly_once_under_two_heads_and_two_workers(
+    tmp_path: Path, dask_cluster: Cluster
+) -> None:
     home = tmp_path / "home"
     record = tmp_path / "record"
-    ids = [
-        enqueue(home, id=f"job-{n}", command=recorded(record, f"job-{n}", "sleep 0.2"))
-        for n in range(40)
+    ids = enqueue_all(
+        home,
+        [
+            {"id": f"job-{n}", "command": recorded(record, f"job-{n}", "sleep 0.2")}
+            for n in range(40)
+        ],
+    )
+    heads = [
+        head(home, dask_cluster, "--count", "8", log=tmp_path / f"head{i}.log") for i in range(2)
     ]
-    heads = [head(home, dask_cluster, "--count", "8", log=tmp_path / f"head{i}.log") for i in range(2)]
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "queuectl", "--home", str(home), "wait", *ids, "--timeout", "120"],
-            capture_output=True,
-            text=True,
-        )
+        done = wait_jobs(home, ids)
         assert done.returncode == 0, done.stdout + done.stderr
     finally:
         for proc in heads:
@@ -117,7 +131,9 @@ def test_gpu_requests_become_dask_resources_with_device_ids(
     ],
 )
 def test_bad_addresses_are_one_line_errors(tmp_path: Path, address: str, expected: str) -> None:
-    done = run_cli(tmp_path / "home", "worker", "start", "--executor", "dask", "--scheduler", address)
+    done = run_cli(
+        tmp_path / "home", "worker", "start", "--executor", "dask", "--scheduler", address
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
 
@@ -151,7 +167,9 @@ def test_without_the_extra_it_says_how_to_install_it(tmp_path: Path) -> None:
 
 def test_a_scheduler_that_would_rerun_commands_is_refused(tmp_path: Path) -> None:
     cluster = Cluster(
-        tmp_path / "c", workers=0, scheduler_env={"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "3"}
+        tmp_path / "c",
+        workers=0,
+        scheduler_env={"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "3"},
     )
     try:
         cluster.start()
