@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["CONNECT_TIMEOUT_SECONDS", "attach_dask"]
 
 CONNECT_TIMEOUT_SECONDS = float(os.environ.get("QUEUECTL_DASK_CONNECT_TIMEOUT", "10"))
+FOLLOW_SECONDS = float(os.environ.get("QUEUECTL_DASK_FOLLOW_SECONDS", "0.5"))
+"""How often the output of running attempts is pulled into their log files."""
 
 _QUIET_DASK = {
     # Dask logs every connection at INFO on stderr, which is the worker's log.
@@ -63,7 +65,11 @@ def attach_dask(
     security = tls.security() if address.startswith("tls://") else None
     logging.getLogger("queuectl.remote").addHandler(_ToPoolLog(pool.log))
     remote = RemoteExecutor(
-        address, security, lease_seconds=lease, connect_timeout=CONNECT_TIMEOUT_SECONDS
+        address,
+        security,
+        lease_seconds=lease,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        follow_every=FOLLOW_SECONDS,
     )
     try:
         record = RemoteHeads(pool.store.home.root).register(remote.head_id, lease)
