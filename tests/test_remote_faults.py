@@ -118,7 +118,7 @@ def test_a_frozen_head_s_commands_die_at_the_lease_end(
     finally:
         assert stop_head(proc) == 0
     found = runs(record)
-    assert len(found["f1"]) == 2, found
+    assert len(found["f1"]) >= 2, found  # a head starved by a loaded machine may lapse again
     assert_never_overlapping(found)
 
 
