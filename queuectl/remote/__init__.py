@@ -15,10 +15,11 @@ Modules, each with one job:
 - ``plugin``      the Dask worker plugin: per-worker state, handlers, the task function;
 - ``tombstones``  the scheduler plugin that refuses Dask's own reruns of an attempt;
 - ``connection``  the scheduler address, TLS, connecting and checking the cluster;
-- ``attempt``     one attempt as the head sees it (first result wins, fence, follow);
-- ``executor``    the head's Dask client, lease and follow threads;
-- ``outcome``     a remote result as a queuectl ``Outcome``;
-- ``launcher``    the ``worker.runner.Executor`` the worker pool calls;
+- ``executor``    the head's Dask client, lease and follow threads, and one attempt as the
+                  head sees it (first result wins, fence, follow);
+- ``launcher``    the ``worker.runner.Executor`` the worker pool calls, and a remote result
+                  as a queuectl ``Outcome``;
+- ``start``       ``worker start --executor dask``: checks, connection, the head's record;
 - ``preload``     ``dask scheduler|worker --preload queuectl.remote.preload``.
 
 Nothing here is imported by plain ``queuectl`` commands: ``dask``/``distributed`` load only
