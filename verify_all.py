@@ -1032,6 +1032,79 @@ def scenario_gpu_slots(env: Env) -> None:
         wait_exit(proc, "a worker")
 
 
+def _dask_process(env: Env, *args: str, name: str) -> subprocess.Popen[bytes]:
+    """A ``dask`` process of the scenario's loopback cluster, killed with the workers."""
+    dask = shutil.which("dask") or str(Path(sys.executable).parent / "dask")
+    folder = env.scratch / name
+    folder.mkdir()
+    run_env = dict(os.environ)
+    run_env.update(
+        DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0",
+        DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED="False",
+        HOME=str(folder),
+    )
+    with (env.scratch / f"{name}.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [dask, *args, "--no-dashboard", "--preload", "queuectl.remote.preload"],
+            cwd=folder,
+            env=run_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    env.procs.append(proc)
+    return proc
+
+
+def scenario_dask_executor(env: Env) -> None:
+    """``worker start --executor dask`` against a ``dask scheduler`` and two ``dask
+    worker`` processes on loopback: jobs run remotely with their output in ``logs``, a failure
+    is retried, a plain tcp:// address off loopback is refused, and after a SIGKILL of the
+    head a new head reruns its job only once the lease is over (the runs never overlap)."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise Failure("the dask extra is not installed: pip install 'queuectl[dask]'") from None
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    _dask_process(env, "scheduler", "--host", "127.0.0.1", "--port", str(port), name="sched")
+    for n in range(2):
+        _dask_process(
+            env, "worker", address, "--nthreads", "2", "--host", "127.0.0.1", name=f"w{n}"
+        )
+    refused = env.run("worker", "start", "--executor", "dask", "--scheduler", "tcp://10.9.9.9:1")
+    check(refused.returncode == 2 and "loopback only" in refused.stderr, "off-loopback tcp:// ran")
+    env.ok("config", "set", "backoff-base", "1")
+    ok = env.enqueue({"command": "echo remote $QUEUECTL_JOB_ID"})
+    flaky = env.enqueue({"command": f"mkdir {env.scratch}/once 2>/dev/null && exit 4; true"})
+    record = env.scratch / "record"
+    long_once = (
+        f'echo "start $(date +%s.%N)" >> {record}; '
+        f"trap 'echo \"end $(date +%s.%N)\" >> {record}; exit 143' TERM; "
+        f"if mkdir {env.scratch}/first 2>/dev/null; then sleep 60 & wait; else sleep 0.1; fi; "
+        f'echo "end $(date +%s.%N)" >> {record}'
+    )
+    orphan = env.enqueue({"command": long_once})
+    remote = ("--executor", "dask", "--scheduler", address, "--lease", "5", "--count", "3")
+    first = env.start_worker(*remote, log_name="head")
+    wait_until(lambda: record.exists() and "start" in record.read_text(), "the remote run", 90)
+    wait_until(lambda: {ok, flaky} <= env.ids("completed"), "the quick remote jobs", 60)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=10)
+    env.start_worker(*remote, log_name="head")
+    wait_until(lambda: orphan in env.ids("completed"), "the orphan's rerun", 90)
+    check("remote " + ok in env.ok("logs", ok), "the remote output is not in the log")
+    check(env.job("completed", flaky)["attempts"] == 2, "the failure was not retried")
+    times = [line.split() for line in record.read_text().splitlines()]
+    kinds = [kind for kind, _ in times]
+    check(kinds == ["start", "end", "start", "end"], f"runs of the orphan: {kinds}")
+    check(float(times[1][1]) <= float(times[2][1]), "the rerun overlapped the first run")
+
+
 def scenario_cli_conventions(env: Env) -> None:
     """Reading a home that does not exist is an error that creates nothing; scripts get
     JSON from the commands that report; a confirmation without a terminal refuses."""
@@ -1101,6 +1174,7 @@ SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("completion-hooks", scenario_completion_hooks),
     ("gpu-slots", scenario_gpu_slots),
     ("cli-conventions", scenario_cli_conventions),
+    ("dask-executor", scenario_dask_executor),
 ]
 
 

@@ -238,3 +238,21 @@ def qhome(home: Home, procs: Procs) -> Path:
     """The root of a fresh private home whose leftover job commands are killed at teardown."""
     procs.watch_home(home.root)
     return home.root
+
+
+# ---------------------------------------------------------------- the Dask executor's tests
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One ``dask scheduler`` and two ``dask worker`` processes on loopback, shared by the
+    tests that do not break them (tests/remote_support.py)."""
+    from tests.remote_support import Cluster
+
+    cluster = Cluster(tmp_path_factory.mktemp("dask"))
+    try:
+        cluster.start()
+        cluster.wait_workers()
+        yield cluster
+    finally:
+        cluster.stop()

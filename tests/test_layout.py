@@ -38,6 +38,7 @@ ALLOWED_OUTSIDE_STORAGE = {
     ("worker/outputs.py", "os.unlink"): "removes the worker's unused pre-created output files",
     ("worker/pool.py", "os.unlink"): "removes the worker's own stop/<id> request at exit",
     ("admin/canceling.py", "os.unlink"): "removes the cancel/<id> request it wrote",
+    ("remote/warden.py", "shutil.rmtree"): "a Dask worker host's warden folders, never the home",
 }
 
 

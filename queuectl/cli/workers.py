@@ -47,18 +47,63 @@ def worker() -> None:
     metavar="NAME",
     help="Run only jobs of this queue (repeatable; default: every queue).",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help="Where commands run: this host, or the workers of a Dask cluster (docs/remote.md).",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDR",
+    help="The Dask scheduler (tls://HOST:PORT; tcp:// on loopback only). With --executor dask.",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(5, 3600),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Remote commands die this long after the head stops renewing (--executor dask).",
+)
+@click.option("--tls-ca", type=click.Path(dir_okay=False), help="CA certificate (PEM) for tls://.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="This head's certificate (PEM).")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="The certificate's private key.")
 @pass_context
-def worker_start(ctx: Context, count: int, burst: bool, queues: tuple[str, ...]) -> None:
+def worker_start(
+    ctx: Context,
+    count: int,
+    burst: bool,
+    queues: tuple[str, ...],
+    executor: str,
+    scheduler: str | None,
+    lease: float,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> None:
     """Run jobs in the foreground until SIGTERM/SIGINT (twice: stop now)."""
-    from queuectl.worker.pool import WorkerPool
+    from queuectl.errors import UsageError
 
     store = ctx.store
     # Jobs inherit the umask of the shell that started the worker, not queuectl's private
     # 077; queuectl's own files are created with explicit modes, so they stay 0600/0700.
     for name in queues:
         store.queues.require(name)
-    os.umask(app.ORIGINAL_UMASK)
+    remote_options = scheduler or tls_ca or tls_cert or tls_key
+    if executor == "local" and remote_options:
+        raise UsageError("--scheduler and --tls-* need --executor dask")
+    if executor == "dask" and not scheduler:
+        raise UsageError("--executor dask needs --scheduler ADDR (e.g. tls://head:8786)")
+    from queuectl.worker.pool import WorkerPool
+
     pool = WorkerPool(store, count, burst=burst, queues=frozenset(queues) or None)
+    if scheduler:
+        from queuectl.remote.start import attach_dask
+
+        attach_dask(pool, scheduler, lease, tls_ca, tls_cert, tls_key)
+    os.umask(app.ORIGINAL_UMASK)
     sys.exit(pool.run())
 
 

@@ -119,6 +119,9 @@ class Claims:
         devices: Devices,
     ) -> None:
         self.devices = devices
+        self.local_devices = True
+        """False for a head whose commands run on a Dask cluster: a job's GPUs are then a
+        Dask resource request, and the devices of this host are not taken."""
         self.queues = queues
         self._adopting = adopting
         self.home = home
@@ -220,8 +223,9 @@ class Claims:
             if slot is None:
                 prepared.release()
                 return ClaimMiss(f"queue {job.queue} is at its limit", parked=job.queue)
-            devices = self.devices.take(prepared.lock, job.gpus) if job.gpus else None
-            if job.gpus and devices is None:
+            local = bool(job.gpus) and self.local_devices
+            devices = self.devices.take(prepared.lock, job.gpus) if local else None
+            if local and devices is None:
                 prepared.release()
                 return ClaimMiss(f"{job.gpus} GPU device(s) not free", parked=GPU_STALL)
             try:

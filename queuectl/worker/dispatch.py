@@ -24,6 +24,7 @@ from queuectl.job import DEFAULT_QUEUE, ID_PATTERN, Job, JobState, parse_time, u
 from queuectl.scheduler import worker_lost
 from queuectl.storage.durable import read_regular
 from queuectl.storage.jobfile import MAX_JOB_FILE_BYTES, is_job_name
+from queuectl.storage.remote_heads import RemoteHeads
 from queuectl.storage.store import Store
 from queuectl.worker.dependencies import FINAL_FOLDERS, DependencyTracker
 from queuectl.worker.index import RunnableIndex
@@ -82,6 +83,7 @@ class Dispatcher(threading.Thread):
         self.is_idle = is_idle
         self.log = log
         self.recovery_interval = recovery_interval
+        self.remote_heads = RemoteHeads(store.home.root)
         self.on_cancel = on_cancel
         self.on_stop = on_stop
         self.own_id = own_id
@@ -352,8 +354,20 @@ class Dispatcher(threading.Thread):
             self.on_cancel(name)
 
     def recover(self) -> None:
-        """Return jobs whose worker and command are both gone to the queue (or the DLQ)."""
+        """Return jobs whose worker and command are both gone to the queue (or the DLQ).
+
+        Not while a dead remote head's leases may still run (``storage.remote_heads``): its
+        commands on other hosts hold no lock here, so an unlocked job may still be running."""
         directory = self.store.home.state_dir(JobState.PROCESSING)
+        held = self.remote_heads.hold_until()
+        if held is not None:
+            safe, head = held
+            if self.remote_heads.first_notice(head):
+                self.log(
+                    f"remote head {head} died: recovering its jobs only once its lease has "
+                    f"ended, in {max(0.0, safe - time.monotonic()):.1f}s"
+                )
+            return
         for name in os.listdir(directory):
             if not is_job_name(name):
                 continue

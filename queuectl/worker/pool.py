@@ -14,13 +14,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Final
 
 from queuectl.config import backoff_policy
 from queuectl.errors import QueueError, describe
 from queuectl.job import DEFAULT_QUEUE, Job, JobState, format_time, parse_time, utcnow
-from queuectl.scheduler import Outcome, after_attempt
+from queuectl.scheduler import Backoff, Outcome, OutcomeKind, after_attempt
 from queuectl.storage.claims import Claim, ClaimMiss, Prepared
 from queuectl.storage.commit import Change
 from queuectl.storage.gpus import GPU_STALL
@@ -34,8 +35,7 @@ from queuectl.worker.index import Entry, RunnableIndex
 from queuectl.worker.leader import Leader
 from queuectl.worker.outputs import OutputFiles, OutputPool
 from queuectl.worker.pipeline import CommitQueue
-from queuectl.worker.runner import Execution, finish_command, start_command, unstartable
-from queuectl.worker.spawn import Environment
+from queuectl.worker.runner import Executor, LocalExecutor, Run
 
 __all__ = ["MAX_THREADS", "WorkerPool"]
 
@@ -78,6 +78,7 @@ class WorkerPool:
         log: Callable[[str], None] = _stderr_log,
         recovery_interval: float = RECOVERY_INTERVAL_SECONDS,
         queues: frozenset[str] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.serves = queues
         """The queues this worker runs jobs of (None: every queue)."""
@@ -105,7 +106,7 @@ class WorkerPool:
         self._guard = threading.Lock()
         self._busy = 0
         self._handoffs = 0
-        self._running: dict[str, Execution] = {}
+        self._running: dict[str, Run] = {}
         self._running_info: dict[str, dict[str, object]] = {}
         self._jobs_dirty = False
         self._jobs_published = 0.0
@@ -127,7 +128,8 @@ class WorkerPool:
         )
         for inherited in inherited_names:
             base_env.pop(inherited, None)  # a worker started from inside a job
-        self._environment = Environment(base_env)
+        self.executor: Executor = executor or LocalExecutor(store, base_env)
+        """Where commands run: this host, or a Dask cluster (``queuectl.remote``)."""
         self.commits: CommitQueue | None = None
         self.outputs = OutputPool(
             store.home.tmp, store.home.logs, spare=2 * threads + 4, owner=store.mark.name
@@ -205,6 +207,7 @@ class WorkerPool:
             if self.leader is not None:
                 self.leader.join()
         finally:
+            self.executor.close()
             self.dispatcher.close()
             self.outputs.discard()
             self.store.commits.discard_blanks()
@@ -372,6 +375,14 @@ class WorkerPool:
         ahead: tuple[Prepared, Entry] | None = None
         try:
             while not self.stopping.is_set():
+                if ahead is None and not self.executor.ready():
+                    # A remote cluster is unreachable: settle what ended, claim nothing
+                    # (jobs stay pending rather than burn their attempts) until it is back.
+                    if finished is not None:
+                        self._settle(finished)
+                        finished = None
+                    self.executor.wait_ready(self.stopping)
+                    continue
                 if ahead is not None:
                     running = self._begin_prepared(worker, *ahead)
                     ahead = None
@@ -404,8 +415,8 @@ class WorkerPool:
         current command runs, so that only the rename is left between that command's exit and
         the next start. Held for at most ``LOOK_AHEAD_SECONDS``: for a longer command the
         next job is released to the other threads and workers, exactly as it was."""
-        if running.outcome is not None:
-            return None  # it did not start: nothing to overlap with
+        if running.outcome is not None or not self.executor.look_ahead:
+            return None  # it did not start (or runs remotely): nothing to overlap with
         entry = self.index.take_entry(block=False, on_take=self._busy_with_one)
         if entry is None:
             return None
@@ -577,38 +588,8 @@ class WorkerPool:
         job = claim.job
         attempt = job.attempts + 1
         output = self.outputs.take()
-        own = {
-            **job.env,
-            "QUEUECTL_JOB_ID": job.id,
-            "QUEUECTL_ATTEMPT": str(attempt),
-            "QUEUECTL_RUN": str(job.runs + 1),
-            "QUEUECTL_QUEUE": job.queue,
-            "QUEUECTL_SLOT": str(claim.slot),
-        }
-        if claim.gpus is not None:
-            own["CUDA_VISIBLE_DEVICES"] = own["QUEUECTL_GPUS"] = ",".join(claim.gpus)
-        elif self.store.devices.configured:
-            own["CUDA_VISIBLE_DEVICES"] = ""  # it asked for none: it must not grab one
-        command = job.command
-        if job.cwd:
-            own["QUEUECTL_CWD"] = job.cwd
-            command = f'cd -- "$QUEUECTL_CWD" || exit 127\n{command}'
-        try:
-            env = self._environment.block(own)
-        except OSError as exc:  # a hand-edited file: validation keeps these out otherwise
-            env, unusable = [], exc.strerror
-        else:
-            unusable = None
         timeout = job.timeout if job.timeout is not None else self.store.config.get("job-timeout")
-        execution = Execution(
-            command=command,
-            env=env,
-            lock_fd=claim.fd,
-            stdout_fd=output.stdout_fd,
-            stderr_fd=output.stderr_fd,
-            stderr_path=output.stderr_path,
-            timeout=float(timeout),
-        )
+        execution = self.executor.prepare(claim, attempt, output, float(timeout))
         with self._guard:
             self._running[job.id] = execution
             self._running_info[job.id] = {
@@ -626,7 +607,7 @@ class WorkerPool:
         self._jobs_changed()
         if self.aborting.is_set():
             execution.kill()  # a "stop now" that came after the claim: killed once started
-        failed = start_command(execution) if unusable is None else unstartable(unusable)
+        failed = execution.start()
         if failed is None:
             self.log(f"started {job.id} (attempt {attempt}): {clip(job.command, 60)}")
         return _Attempt(claim, execution, output, failed)
@@ -634,7 +615,7 @@ class WorkerPool:
     def _wait(self, running: _Attempt) -> _Attempt:
         try:
             if running.outcome is None:
-                running.outcome = finish_command(running.execution)
+                running.outcome = running.execution.finish()
         finally:
             with self._guard:
                 del self._running[running.claim.job.id]
@@ -672,7 +653,10 @@ class WorkerPool:
             self.log(f"put back {job.id}: stopped before it finished")
             return
         policy = backoff_policy(self.store.config.values())
-        updated = after_attempt(job, outcome, backoff_base=policy, now=utcnow())
+        now = utcnow()
+        updated = after_attempt(job, outcome, backoff_base=policy, now=now)
+        if outcome.kind is OutcomeKind.WORKER_LOST and updated.state is JobState.PENDING:
+            updated = _backed_off(updated, policy, now)
         if execution.cancelled:
             updated = replace(
                 updated,
@@ -706,7 +690,7 @@ class _Attempt:
     at once, when it could not start)."""
 
     claim: Claim
-    execution: Execution
+    execution: Run
     output: OutputFiles
     outcome: Outcome | None = None
 
@@ -743,6 +727,15 @@ def _remove_quietly(path: os.PathLike[str] | str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _backed_off(job: Job, policy: Backoff, now: datetime) -> Job:
+    """A lost attempt its executor saw (a remote worker died under it) waits its backoff
+    like a failure: the job itself may have killed the worker (memory), and retrying at once
+    could take the next one down too. (Recovery, which finds a dead *local* worker's job,
+    still retries at once: ``scheduler.worker_lost``.)"""
+    due = format_time(now + timedelta(seconds=policy.seconds(job.attempts)))
+    return replace(job, state=JobState.FAILED, next_run_at=due, queued_at=due)
 
 
 def _due(next_run_at: str | None) -> float:

@@ -4,6 +4,11 @@ The command runs as ``/bin/sh -c COMMAND`` in a session (and so a process group)
 a timeout or a forced stop can kill everything it started. It inherits the job file's lock
 descriptor: if the worker dies, the command keeps the job locked until it, too, has exited,
 so recovery never starts a second copy next to a survivor.
+
+``Executor`` is the seam between the worker pool and where commands run: ``LocalExecutor``
+(here: this host, fd 3 as the fence) or ``queuectl.remote``'s Dask executor (a lease as the
+fence). The pool claims, records and retries the same way for both; an executor only turns a
+claim into a ``Run`` (start, finish, kill, cancel) and says whether it can take work now.
 """
 
 from __future__ import annotations
@@ -16,15 +21,24 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from queuectl.job import utcnow
 from queuectl.scheduler import Outcome, OutcomeKind
-from queuectl.worker.spawn import spawn_shell
+from queuectl.worker.spawn import Environment, spawn_shell
+
+if TYPE_CHECKING:
+    from queuectl.storage.claims import Claim
+    from queuectl.storage.store import Store
+    from queuectl.worker.outputs import OutputFiles
 
 __all__ = [
     "KILL_GRACE_SECONDS",
     "Execution",
+    "Executor",
+    "LocalExecutor",
+    "Run",
+    "failure_details",
     "finish_command",
     "run_command",
     "start_command",
@@ -65,6 +79,17 @@ class Execution:
     _finished: bool = field(default=False, repr=False)
     """Set once the attempt is over: a late timer or stop must not signal a group whose
     number may by then belong to someone else."""
+    unusable: str | None = None
+    """Why the command cannot even be started (an environment that cannot be encoded)."""
+
+    def start(self) -> Outcome | None:
+        """``start_command``, or the failed outcome of a command that cannot start."""
+        if self.unusable is not None:
+            return unstartable(self.unusable)
+        return start_command(self)
+
+    def finish(self) -> Outcome:
+        return finish_command(self)
 
     def kill(self) -> None:
         with self._guard:
@@ -114,6 +139,105 @@ class Execution:
                 os.killpg(self._pid, signum)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+class Run(Protocol):
+    """One attempt's command in flight, wherever it runs (``Execution`` here)."""
+
+    cancelled: bool
+    started_at: datetime
+
+    def start(self) -> Outcome | None:
+        """Start it: None once it runs, or the outcome of an attempt that could not start."""
+
+    def finish(self) -> Outcome:
+        """Wait until it has ended (and may safely run again) and say how it ended."""
+
+    def kill(self) -> None:
+        """Stop now (a forced worker stop): the job goes back unchanged."""
+
+    def cancel(self) -> None:
+        """Stop for good (``queuectl cancel``): TERM, then KILL after a grace."""
+
+    def exited_within(self, seconds: float) -> bool:
+        """True once it has ended, waiting up to ``seconds``."""
+
+    def group_gone(self) -> bool:
+        """No process of it is left that could still write to its output files."""
+
+
+class Executor(Protocol):
+    """Where a worker's commands run; one per worker process."""
+
+    look_ahead: bool
+    """Whether a thread prepares its next claim while a command runs (worth it when the
+    next start may follow within microseconds: locally, not through a remote scheduler)."""
+
+    def prepare(self, claim: Claim, attempt: int, output: OutputFiles, timeout: float) -> Run:
+        """The run of a claimed job's attempt, not started yet."""
+
+    def ready(self) -> bool:
+        """Whether a thread may claim a job now (a remote cluster may be unreachable)."""
+
+    def wait_ready(self, stopping: threading.Event) -> None:
+        """Block until ``ready()`` or ``stopping`` is set."""
+
+    def close(self) -> None:
+        """The worker is exiting (its threads are gone)."""
+
+
+class LocalExecutor:
+    """Commands on this host: ``/bin/sh -c`` with the job's lock as fd 3 (see the module
+    docstring), the worker's environment plus the job's, and its cwd entered by the shell."""
+
+    look_ahead = True
+
+    def __init__(self, store: Store, base_env: dict[str, str]) -> None:
+        self.store = store
+        self._environment = Environment(base_env)
+
+    def prepare(self, claim: Claim, attempt: int, output: OutputFiles, timeout: float) -> Execution:
+        job = claim.job
+        own = {
+            **job.env,
+            "QUEUECTL_JOB_ID": job.id,
+            "QUEUECTL_ATTEMPT": str(attempt),
+            "QUEUECTL_RUN": str(job.runs + 1),
+            "QUEUECTL_QUEUE": job.queue,
+            "QUEUECTL_SLOT": str(claim.slot),
+        }
+        if claim.gpus is not None:
+            own["CUDA_VISIBLE_DEVICES"] = own["QUEUECTL_GPUS"] = ",".join(claim.gpus)
+        elif self.store.devices.configured:
+            own["CUDA_VISIBLE_DEVICES"] = ""  # it asked for none: it must not grab one
+        command = job.command
+        if job.cwd:
+            own["QUEUECTL_CWD"] = job.cwd
+            command = f'cd -- "$QUEUECTL_CWD" || exit 127\n{command}'
+        unusable = None
+        try:
+            env = self._environment.block(own)
+        except OSError as exc:  # a hand-edited file: validation keeps these out otherwise
+            env, unusable = [], exc.strerror
+        return Execution(
+            command=command,
+            env=env,
+            lock_fd=claim.fd,
+            stdout_fd=output.stdout_fd,
+            stderr_fd=output.stderr_fd,
+            stderr_path=output.stderr_path,
+            timeout=timeout,
+            unusable=unusable,
+        )
+
+    def ready(self) -> bool:
+        return True
+
+    def wait_ready(self, stopping: threading.Event) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
 def run_command(execution: Execution) -> Outcome:
@@ -266,6 +390,12 @@ def _outcome(
 
 def _join(head: str, tail: str) -> str:
     return f"{head}: {tail}" if tail else head
+
+
+def failure_details(stderr_path: Path) -> tuple[str, str]:
+    """(the tail of stderr kept in the history, its last line for ``last_error``)."""
+    tail = _stderr_tail(stderr_path)
+    return tail, _last_line(tail)
 
 
 def _stderr_tail(path: Path) -> str:

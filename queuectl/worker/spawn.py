@@ -11,6 +11,10 @@ it to another thread in the middle of a spawn.
 The child gets an empty signal mask and default dispositions for the signals CPython ignores
 (SIGPIPE, SIGXFSZ): a job's ``cmd | head`` must see SIGPIPE like it would in a terminal.
 Where glibc's functions cannot be loaded, ``os.posix_spawn`` does the same job with the GIL.
+
+A remote attempt (``queuectl.remote``) spawns the same way on a Dask worker, with two
+differences: it has a working directory (``posix_spawn_file_actions_addchdir_np``, glibc >=
+2.29), and no lock descriptor (there is no local lock on a remote host: the lease replaces it).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-from typing import Final
+from typing import Any, Final
 
 __all__ = ["DEFAULT_SIGNALS", "Environment", "spawn_shell"]
 
@@ -62,6 +66,9 @@ class _Libc:
         ]
         self.add_dup2 = keep_gil.posix_spawn_file_actions_adddup2
         self.add_dup2.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        self.add_chdir: Any = getattr(keep_gil, "posix_spawn_file_actions_addchdir_np", None)
+        if self.add_chdir is not None:
+            self.add_chdir.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         self.attr = _OpaqueBuffer()
         self._check(keep_gil.posix_spawnattr_init(self.attr), "posix_spawnattr_init")
         empty, defaults = _OpaqueBuffer(), _OpaqueBuffer()
@@ -116,18 +123,29 @@ def _assignment(key: str, value: str) -> bytes:
         raise OSError(0, f"cannot encode the environment variable {key}: {exc.reason}") from None
 
 
-def spawn_shell(command: str, env: list[bytes], stdout: int, stderr: int, lock: int) -> int:
+def spawn_shell(
+    command: str,
+    env: list[bytes],
+    stdout: int,
+    stderr: int,
+    lock: int | None,
+    cwd: str | None = None,
+) -> int:
     """Start ``/bin/sh -c command`` with stdin from /dev/null, the two output descriptors
-    and the job's lock as fd 3; ``env`` holds ``KEY=VALUE`` entries. Returns the pid;
-    raises OSError when the command cannot start."""
+    and the job's lock as fd 3 (none when ``lock`` is None); ``env`` holds ``KEY=VALUE``
+    entries; ``cwd``, if given, is entered before the exec. Returns the pid; raises OSError
+    when the command cannot start."""
     try:
         argv_bytes = [_SHELL, b"-c", os.fsencode(command)]
+        cwd_bytes = os.fsencode(cwd) if cwd else None
     except UnicodeEncodeError as exc:
         raise OSError(0, f"cannot encode the command: {exc.reason}") from None
-    if min(stdout, stderr, lock) < 3:
+    descriptors = [stdout, stderr] + ([lock] if lock is not None else [])
+    if min(descriptors) < 3:
         raise OSError(0, "a descriptor for the command is numbered below 3")
-    if _LIBC is None:
-        return _spawn_with_gil(argv_bytes, env, stdout, stderr, lock)
+    if _LIBC is None or (cwd_bytes and _LIBC.add_chdir is None):
+        return _spawn_with_gil(argv_bytes, env, stdout, stderr, lock, cwd_bytes)
+    add_chdir = _LIBC.add_chdir
     argv = (ctypes.c_char_p * 4)(*argv_bytes, None)
     envp = (ctypes.c_char_p * (len(env) + 1))(*env, None)
     actions = _OpaqueBuffer()
@@ -138,7 +156,8 @@ def spawn_shell(command: str, env: list[bytes], stdout: int, stderr: int, lock: 
             libc.add_open(actions, 0, b"/dev/null", os.O_RDONLY, 0)
             or libc.add_dup2(actions, stdout, 1)
             or libc.add_dup2(actions, stderr, 2)
-            or libc.add_dup2(actions, lock, 3)
+            or (lock is not None and libc.add_dup2(actions, lock, 3))
+            or (cwd_bytes is not None and add_chdir is not None and add_chdir(actions, cwd_bytes))
         )
         if failed:  # these return the error number itself
             raise OSError(failed, f"cannot prepare the child's descriptors: {os.strerror(failed)}")
@@ -152,18 +171,40 @@ def spawn_shell(command: str, env: list[bytes], stdout: int, stderr: int, lock: 
 
 
 def _spawn_with_gil(
-    argv: list[bytes], env: list[bytes], stdout: int, stderr: int, lock: int
+    argv: list[bytes],
+    env: list[bytes],
+    stdout: int,
+    stderr: int,
+    lock: int | None,
+    cwd: bytes | None = None,
 ) -> int:
+    if cwd is not None:  # os.posix_spawn has no chdir action: only Popen can (rare path)
+        import subprocess
+
+        return subprocess.Popen(
+            argv,
+            executable=_SHELL,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            pass_fds=() if lock is None else (lock,),
+            cwd=cwd,
+            env=dict(entry.split(b"=", 1) for entry in env),
+            start_new_session=True,
+            restore_signals=True,
+        ).pid
+    actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, stdout, 1),
+        (os.POSIX_SPAWN_DUP2, stderr, 2),
+    ]
+    if lock is not None:
+        actions.append((os.POSIX_SPAWN_DUP2, lock, 3))
     return os.posix_spawn(
         _SHELL,
         argv,
         dict(entry.split(b"=", 1) for entry in env),
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, stdout, 1),
-            (os.POSIX_SPAWN_DUP2, stderr, 2),
-            (os.POSIX_SPAWN_DUP2, lock, 3),
-        ],
+        file_actions=actions,
         setsid=True,
         setsigmask=(),
         setsigdef=DEFAULT_SIGNALS,
