@@ -112,7 +112,7 @@ def test_stop_signals_are_handled_outside_the_main_thread(
     SIGTERM that arrived while the first one's handler was inside ``Event.set`` took the
     event's lock again from the same thread, and the worker hung for good (seen in CI as
     a worker that never exited after two ^C). Signals are now taken by a thread of their
-    own; afterwards the main thread gets its signal mask back."""
+    own; afterwards the process has its handlers and mask back."""
     import signal
 
     started = tmp_path / "started"
@@ -136,9 +136,11 @@ def test_stop_signals_are_handled_outside_the_main_thread(
         wait_until(lambda: len(handled_in) == 1, message="the first signal")
         os.kill(os.getpid(), signal.SIGTERM)
 
+    handler_before = signal.getsignal(signal.SIGTERM)
     presser = threading.Thread(target=press_ctrl_c_twice, daemon=True)
     presser.start()
     assert pool.run() == 0
+    assert signal.getsignal(signal.SIGTERM) is handler_before
     presser.join()
     assert handled_in == ["queuectl-signals", "queuectl-signals"]
     assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set())

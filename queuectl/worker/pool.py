@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import threading
 import time
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 from queuectl.config import backoff_policy
 from queuectl.errors import QueueError, describe
@@ -112,9 +113,10 @@ class WorkerPool:
         self._jobs_published = 0.0
         self._next_stall_look = 0.0
         self._signals = 0
-        self._signals_closed = False
         self._signal_thread: threading.Thread | None = None
-        self._mask_before: set[int | signal.Signals] = set()
+        self._signal_pipe = (-1, -1)
+        self._handlers_before: dict[int, _SignalHandler] = {}
+        self._wakeup_before = -1
         base_env = dict(os.environ)
         base_env["QUEUECTL_HOME"] = str(store.home.root)
         inherited_names = (
@@ -231,37 +233,57 @@ class WorkerPool:
         self.dispatcher.wake()
 
     def _install_signal_handlers(self) -> None:
-        """Take SIGTERM and SIGINT in a thread of their own (``sigwait``), with both blocked
-        everywhere else. A Python handler runs in the main thread between any two bytecodes:
-        a second ^C arriving while the first one's handler was inside ``Event.set`` took the
-        event's lock again from the same thread and hung the worker for good. In a thread,
-        handling a signal is ordinary code that may take any lock."""
+        """Handle SIGTERM and SIGINT in a thread of their own. A Python handler runs in the
+        main thread between any two bytecodes: a second ^C arriving while the first one's
+        handler was inside ``Event.set`` took the event's lock again from the same thread
+        and hung the worker for good. So the Python handler does nothing; the interpreter's
+        C-level handler, whichever thread the kernel picked (a library's thread too), writes
+        the signal's number to a wakeup pipe, and the signal thread reads it there and
+        handles it as ordinary code that may take any lock."""
         if threading.current_thread() is not threading.main_thread():
             return
-        self._mask_before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._signal_pipe = (read_end, write_end)
+        self._handlers_before = {
+            signum: signal.signal(signum, _handled_by_the_signal_thread) for signum in STOP_SIGNALS
+        }
+        self._wakeup_before = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         self._signal_thread = threading.Thread(
-            target=self._take_signals, name="queuectl-signals", daemon=True
+            target=self._take_signals, args=(read_end,), name="queuectl-signals", daemon=True
         )
-        self._signal_thread.start()
+        with _stop_signals_for_this_thread_only():
+            self._signal_thread.start()
 
-    def _take_signals(self) -> None:
+    def _take_signals(self, read_end: int) -> None:
+        poller = select.poll()
+        poller.register(read_end, select.POLLIN)
         while True:
-            signum = signal.sigwait(STOP_SIGNALS)
-            if self._signals_closed:
-                return
-            self._on_signal(signum, None)
+            poller.poll()
+            try:
+                numbers = os.read(read_end, 64)
+            except BlockingIOError:
+                continue
+            for signum in numbers:
+                if signum == 0:
+                    return  # _restore_signal_handling
+                if signum in STOP_SIGNALS:
+                    self._on_signal(signum, None)
 
     def _restore_signal_handling(self) -> None:
-        """Stop the signal thread and give the main thread its mask back (a worker run from
-        a test or an embedding program must not leave ^C blocked)."""
+        """Stop the signal thread and put back what was there before (a worker run from a
+        test or an embedding program must leave ^C as it found it)."""
         thread = self._signal_thread
-        if thread is None or thread.ident is None:
+        if thread is None:
             return
-        self._signals_closed = True
-        signal.pthread_kill(thread.ident, signal.SIGTERM)  # blocked there: sigwait takes it
+        signal.set_wakeup_fd(self._wakeup_before)
+        for signum, handler in self._handlers_before.items():
+            signal.signal(signum, handler)
+        read_end, write_end = self._signal_pipe
+        os.write(write_end, b"\0")
         thread.join()
         self._signal_thread = None
-        signal.pthread_sigmask(signal.SIG_SETMASK, self._mask_before)
+        os.close(read_end)
+        os.close(write_end)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
@@ -711,15 +733,23 @@ STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
 
 @contextlib.contextmanager
 def _stop_signals_for_this_thread_only() -> Iterator[None]:
-    """Start threads with SIGTERM and SIGINT blocked, so that only the signal thread
-    (``_install_signal_handlers``) ever takes them: a signal the kernel hands to a busy
-    worker thread would otherwise wait there unseen (once, a benchmark's SIGTERM left a
-    worker serving for minutes). Commands get an empty mask: spawn.py."""
+    """Start threads with SIGTERM and SIGINT blocked, so that the kernel hands them to the
+    main thread (or a library's thread): our threads never spend a moment in the
+    interpreter's C handler. Commands get an empty mask: spawn.py."""
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+def _handled_by_the_signal_thread(signum: int, frame: FrameType | None) -> None:
+    """The Python-level handler of the stop signals: nothing to do here (see
+    ``WorkerPool._install_signal_handlers``); installing it is what makes the interpreter
+    write the signal's number to the wakeup pipe."""
 
 
 def _remove_quietly(path: os.PathLike[str] | str) -> None:
