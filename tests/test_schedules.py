@@ -337,6 +337,22 @@ def test_a_leader_whose_tick_comes_late_still_enqueues_every_occurrence(store: S
     assert occurrences_enqueued(store) == [created + timedelta(seconds=k) for k in range(1, 22)]
 
 
+def test_a_leader_on_a_machine_that_was_suspended_applies_the_catch_up_rule(store: Store) -> None:
+    """The same late tick, but the machine slept in between (a laptop's lid): no worker ran
+    then, so the gap follows catch-up (one: the newest occurrence only)."""
+    created = utc(2026, 6, 1, 12)
+    add_schedule(store, created, every=1.0)
+    clock = Clock(created)
+    slept = [0.0]
+    lead = Leader(store, [].append, threading.Event(), clock=clock, suspended=lambda: slept[0])
+    tick_through(lead, clock, created + timedelta(seconds=3), timedelta(seconds=1))
+    slept[0] = 3600.0
+    clock.now = created + timedelta(hours=1, seconds=3)
+    lead.tick()
+    want = [created + timedelta(seconds=k) for k in (1, 2, 3)]
+    assert occurrences_enqueued(store) == [*want, clock.now]
+
+
 @pytest.mark.parametrize(("catch_up", "for_the_pause"), [("one", 1), ("none", 0)])
 def test_resume_applies_the_catch_up_rule_to_what_the_pause_missed(
     store: Store, catch_up: str, for_the_pause: int
@@ -412,7 +428,9 @@ def test_delay_counts_from_each_occurrence_or_is_refused(tmp_path: Path) -> None
 
 @pytest.fixture
 def h(tmp_path: Path) -> Path:
+    """A new home, as a user makes one: an empty private folder (any command sets it up)."""
     home = tmp_path / "qhome"
+    home.mkdir(mode=0o700)
     here_ok(home, "status")
     return home
 

@@ -13,7 +13,11 @@ leader, under each schedule's change lock, looks at the occurrences after the sc
 - occurrences that fell while no leader ran (after the last leader's heartbeat,
   ``schedules/.leader``, plus ``TAKEOVER_GRACE``) follow ``catch_up``: ``one`` enqueues just
   the newest of them, ``none`` skips them all; ones that fell while a leader was alive (a
-  takeover) are all enqueued.
+  takeover) are all enqueued. A leader that has been leading since its previous tick was
+  alive all along, however late this tick comes (a loaded machine, a stalled thread): every
+  occurrence in between is enqueued. Only when the machine was suspended in between (its
+  boot-time clock ran ahead of its monotonic clock) does the gap count as one without a
+  worker.
 
 The clock and the zone are injected (tests pin them); cron rules are ``recurrence``'s.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
@@ -42,6 +47,18 @@ worker was alive): all of them are enqueued, whatever ``catch_up`` says."""
 
 UNIQUE_FOR_SECONDS: Final = 10 * 365 * 86400.0
 
+SUSPEND_SLACK: Final = 1.0
+"""Seconds of suspend between two ticks below which the machine counts as awake."""
+
+
+def suspended_seconds() -> float:
+    """How long the machine has been suspended since boot: Linux's boot-time clock counts
+    suspend, its monotonic clock does not (0 where the boot-time clock is missing)."""
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)
+    except (AttributeError, OSError):
+        return 0.0
+
 
 def occurrence_id(name: str, moment: datetime) -> str:
     """``nightly.20261202T031500Z`` (milliseconds too when the rule has them)."""
@@ -60,6 +77,7 @@ class Leader(threading.Thread):
         stopping: threading.Event,
         clock: Callable[[], datetime] = utcnow,
         zone: tzinfo | None = None,
+        suspended: Callable[[], float] = suspended_seconds,
     ) -> None:
         super().__init__(name="queuectl-leader", daemon=True)
         self.store = store
@@ -67,10 +85,13 @@ class Leader(threading.Thread):
         self.stopping = stopping
         self.clock = clock
         self.zone = zone or local_zone()
+        self.suspended = suspended
         self.leading = False
         self._holder: Holder | None = None
         self._seen: datetime | None = None
         """Until when a leader is known to have been alive (heartbeats, our own ticks)."""
+        self._slept: float | None = None
+        """``suspended()`` at our previous tick (None: we have not ticked as leader yet)."""
         self._reported: set[str] = set()
 
     def run(self) -> None:
@@ -93,6 +114,7 @@ class Leader(threading.Thread):
             return False
         self._holder = holder
         self._seen = self._heartbeat()
+        self._slept = None
         if self.store.schedules.file_names():
             self.log("leading: this worker enqueues the schedules' occurrences")
         return True
@@ -100,6 +122,10 @@ class Leader(threading.Thread):
     def tick(self) -> None:
         """Enqueue what is due now (the leader calls this twice a second)."""
         now = self.clock()
+        slept = self.suspended()
+        if self._slept is not None and slept - self._slept < SUSPEND_SLACK:
+            self._seen = now  # leading since our last tick, and the machine never slept
+        self._slept = slept
         for schedule in self.store.schedules.all():
             if not schedule.paused:
                 try:
