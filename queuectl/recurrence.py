@@ -63,14 +63,28 @@ def occurrences(
 ) -> list[datetime]:
     """Occurrences in (``after``, ``until``], oldest first, as UTC times; ``anchor`` is
     where an interval counts from. At most ``limit`` (the newest ones)."""
-    found = list(_series(cron, every, anchor, after, until, zone))
+    found: list[datetime] = []
+    try:
+        found.extend(_series(cron, every, anchor, after, until, zone))
+    except OverflowError:
+        pass  # the series ran past year 9999 (a hand-made time): nothing after it
     return found[-limit:]
 
 
 def next_occurrence(
     *, cron: str | None, every: float | None, anchor: datetime, after: datetime, zone: tzinfo
 ) -> datetime | None:
-    """The first occurrence after ``after`` (UTC), or None if the rule never fires again."""
+    """The first occurrence after ``after`` (UTC), or None if the rule never fires again
+    (before year 9999)."""
+    try:
+        return _next(cron, every, anchor, after, zone)
+    except OverflowError:
+        return None
+
+
+def _next(
+    cron: str | None, every: float | None, anchor: datetime, after: datetime, zone: tzinfo
+) -> datetime | None:
     if every is not None:
         return _first_after(every, anchor, after).astimezone(UTC)
     if cron is None:

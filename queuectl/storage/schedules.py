@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from queuectl.config import MAX_DURATION_SECONDS
 from queuectl.errors import InvalidJob, QueueError, UsageError
 from queuectl.job import ID_PATTERN, format_time, new_generation, parse_time, utcnow
 from queuectl.storage.events import Event
@@ -66,21 +67,27 @@ class Schedule:
         cron, every = data.get("cron"), data.get("every")
         if (cron is None) == (every is None):
             raise InvalidJob("a schedule has either 'cron' or 'every'")
-        if cron is not None and not isinstance(cron, str):
-            raise InvalidJob("'cron' must be a string")
+        if cron is not None:
+            _check_rule(cron)
         if every is not None and (
-            isinstance(every, bool) or not isinstance(every, int | float) or not every > 0
+            isinstance(every, bool)
+            or not isinstance(every, int | float)
+            or not 1 <= every <= MAX_DURATION_SECONDS
         ):
-            raise InvalidJob("'every' must be a positive number of seconds")
+            raise InvalidJob("'every' must be a number of seconds from 1 to 100 years")
         job = data.get("job")
         if not isinstance(job, dict) or not isinstance(job.get("command"), str):
             raise InvalidJob("'job' must be a job object with a command")
+        _check_job(name, job)
         catch_up = data.get("catch_up", "one")
         if catch_up not in CATCH_UP:
             raise InvalidJob("'catch_up' must be one or none")
-        last = data.get("last_occurrence", "")
-        if not isinstance(last, str) or (last and not _is_time(last)):
+        last = data.get("last_occurrence")
+        if not isinstance(last, str) or not _is_time(last):
             raise InvalidJob("'last_occurrence' must be an ISO 8601 time")
+        created = data.get("created_at", last)
+        if not isinstance(created, str) or not _is_time(created):
+            raise InvalidJob("'created_at' must be an ISO 8601 time")
         return cls(
             name=name,
             cron=cron,
@@ -91,11 +98,31 @@ class Schedule:
             paused=data.get("paused") is True,
             last_occurrence=last,
             last_job=data.get("last_job") if isinstance(data.get("last_job"), str) else None,
-            created_at=str(data.get("created_at", "")),
+            created_at=created,
             updated_at=str(data.get("updated_at", "")),
             rev=_whole(data.get("rev", 1)),
             generation=_whole(data.get("generation", 0)),
         )
+
+
+def _check_rule(cron: object) -> None:
+    """A cron rule the CLI would accept (a hand-made file is read as strictly)."""
+    from queuectl.recurrence import check_cron
+
+    if not isinstance(cron, str):
+        raise InvalidJob("'cron' must be a string")
+    try:
+        check_cron(cron)
+    except ValueError as exc:
+        raise InvalidJob(f"invalid cron rule: {exc}") from None
+
+
+def _check_job(name: str, job: dict[str, Any]) -> None:
+    """The fields of a schedule's job, as strictly as ``add`` reads them (the leader sets
+    the id and the unique key of each occurrence)."""
+    from queuectl.job import job_from_input
+
+    job_from_input({**job, "id": name, "unique_key": None}, default_max_retries=0)
 
 
 def _is_time(text: str) -> bool:

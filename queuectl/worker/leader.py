@@ -31,7 +31,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
 
-from queuectl.errors import AlreadyExists, QueueError, describe
+from queuectl.errors import AlreadyExists, describe
 from queuectl.job import format_time, job_from_input, parse_time, utcnow
 from queuectl.recurrence import local_zone, occurrences
 from queuectl.storage.locks import LEADER_BYTE, Holder
@@ -97,12 +97,13 @@ class Leader(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopping.wait(POLL_SECONDS):
-                if not self.leading:
-                    self.leading = self._lead()
-                if self.leading:
-                    self.tick()
-        except Exception as exc:  # schedules must never take the worker down
-            self.log(f"error: schedules: {describe(exc)}")
+                try:
+                    if not self.leading:
+                        self.leading = self._lead()
+                    if self.leading:
+                        self.tick()
+                except Exception as exc:  # schedules never take the worker down, nor stop
+                    self._report("schedules", f"schedules: {describe(exc)}")
         finally:
             if self._holder is not None:
                 self._holder.close()
@@ -130,8 +131,8 @@ class Leader(threading.Thread):
             if not schedule.paused:
                 try:
                     self.fire_due(schedule.name, now)
-                except QueueError as exc:
-                    self._report(schedule.name, f"schedule {schedule.name}: {exc}")
+                except Exception as exc:  # one bad schedule never stops the others
+                    self._report(schedule.name, f"schedule {schedule.name}: {describe(exc)}")
         self._seen = now
         self._beat(now)
 
