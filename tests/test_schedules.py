@@ -366,13 +366,21 @@ def test_resume_applies_the_catch_up_rule_to_what_the_pause_missed(
     lead, _ = leader(store, clock)
     tick_through(lead, clock, t0 + timedelta(minutes=3, seconds=10), timedelta(seconds=1))
     assert len(occurrences_enqueued(store)) == 3
-    store.schedules.set_paused("s", True)
+    store.schedules.set_paused("s", True, now=clock.now)
     tick_through(lead, clock, t0 + timedelta(minutes=63, seconds=10), timedelta(seconds=2))
     assert len(occurrences_enqueued(store)) == 3  # nothing while paused
-    store.schedules.set_paused("s", False)
+    store.schedules.set_paused("s", False, now=clock.now)
     lead.tick()
     after = occurrences_enqueued(store)[3:]
     assert len(after) == for_the_pause, f"{len(after)} jobs enqueued at resume: {after[:3]}..."
+    if for_the_pause:
+        assert after == [t0 + timedelta(minutes=63)]  # the newest the pause missed
+    # and from then on every occurrence as usual
+    tick_through(lead, clock, t0 + timedelta(minutes=65, seconds=10), timedelta(seconds=1))
+    assert occurrences_enqueued(store)[3 + for_the_pause :] == [
+        t0 + timedelta(minutes=64),
+        t0 + timedelta(minutes=65),
+    ]
 
 
 def test_a_monthly_schedule_gets_its_catch_up_after_a_long_gap(store: Store) -> None:

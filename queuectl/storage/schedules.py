@@ -39,6 +39,9 @@ class Schedule:
     last_occurrence: str = ""
     """The newest occurrence already enqueued (or skipped), UTC; creation time at first."""
     last_job: str | None = None
+    resumed_at: str = ""
+    """When it was last resumed: occurrences up to then fell while it was paused, so they
+    follow ``catch_up`` as if no worker had run (an hour's pause is not sixty jobs)."""
     created_at: str = ""
     updated_at: str = ""
     rev: int = 1
@@ -85,6 +88,9 @@ class Schedule:
         last = data.get("last_occurrence")
         if not isinstance(last, str) or not _is_time(last):
             raise InvalidJob("'last_occurrence' must be an ISO 8601 time")
+        resumed = data.get("resumed_at", "")
+        if not isinstance(resumed, str) or (resumed and not _is_time(resumed)):
+            raise InvalidJob("'resumed_at' must be an ISO 8601 time")
         created = data.get("created_at", last)
         if not isinstance(created, str) or not _is_time(created):
             raise InvalidJob("'created_at' must be an ISO 8601 time")
@@ -98,6 +104,7 @@ class Schedule:
             paused=data.get("paused") is True,
             last_occurrence=last,
             last_job=data.get("last_job") if isinstance(data.get("last_job"), str) else None,
+            resumed_at=resumed,
             created_at=created,
             updated_at=str(data.get("updated_at", "")),
             rev=_whole(data.get("rev", 1)),
@@ -177,12 +184,19 @@ class ScheduleStore(NamedStore[Schedule]):
         with self.changing(name):
             self.delete(self._existing(name), Event.SCHEDULE_REMOVED)
 
-    def set_paused(self, name: str, paused: bool) -> tuple[Schedule, bool]:
+    def set_paused(
+        self, name: str, paused: bool, now: datetime | None = None
+    ) -> tuple[Schedule, bool]:
+        """Pause or resume; a resume notes its time (``resumed_at``) for the leader."""
         with self.changing(name):
             schedule = self._existing(name)
             if schedule.paused == paused:
                 return schedule, False
-            changed = self.next_version(schedule, paused=paused)
+            if paused:
+                changed = self.next_version(schedule, paused=True)
+            else:
+                stamp = format_time(now or utcnow())
+                changed = self.next_version(schedule, paused=False, resumed_at=stamp)
             self.save(changed, Event.PAUSED if paused else Event.RESUMED)
         return changed, True
 

@@ -13,7 +13,8 @@ leader, under each schedule's change lock, looks at the occurrences after the sc
 - occurrences that fell while no leader ran (after the last leader's heartbeat,
   ``schedules/.leader``, plus ``TAKEOVER_GRACE``) follow ``catch_up``: ``one`` enqueues just
   the newest of them, ``none`` skips them all; ones that fell while a leader was alive (a
-  takeover) are all enqueued. A leader that has been leading since its previous tick was
+  takeover) are all enqueued. Occurrences that fell while the schedule was paused (up to
+  its ``resumed_at``) follow ``catch_up`` too. A leader that has been leading since its previous tick was
   alive all along, however late this tick comes (a loaded machine, a stalled thread): every
   occurrence in between is enqueued. Only when the machine was suspended in between (its
   boot-time clock ran ahead of its monotonic clock) does the gap count as one without a
@@ -165,9 +166,17 @@ class Leader(threading.Thread):
         return made
 
     def _chosen(self, schedule: Schedule, due: list[datetime]) -> list[datetime]:
+        """The occurrences to enqueue: all that fell while a leader was alive and the
+        schedule active; of the others (no leader, or paused), what ``catch_up`` says."""
         alive_until = (self._seen + TAKEOVER_GRACE) if self._seen is not None else None
-        during = [m for m in due if alive_until is not None and m <= alive_until]
-        missed = [m for m in due if alive_until is None or m > alive_until]
+        paused_until = parse_time(schedule.resumed_at) if schedule.resumed_at else None
+
+        def missed_one(m: datetime) -> bool:
+            no_leader = alive_until is None or m > alive_until
+            return no_leader or (paused_until is not None and m <= paused_until)
+
+        during = [m for m in due if not missed_one(m)]
+        missed = [m for m in due if missed_one(m)]
         if missed and schedule.catch_up == "one":
             return [*during, missed[-1]]
         return during
