@@ -14,11 +14,11 @@ leader, under each schedule's change lock, looks at the occurrences after the sc
   ``schedules/.leader``, plus ``TAKEOVER_GRACE``) follow ``catch_up``: ``one`` enqueues just
   the newest of them, ``none`` skips them all; ones that fell while a leader was alive (a
   takeover) are all enqueued. Occurrences that fell while the schedule was paused (up to
-  its ``resumed_at``) follow ``catch_up`` too. A leader that has been leading since its previous tick was
-  alive all along, however late this tick comes (a loaded machine, a stalled thread): every
-  occurrence in between is enqueued. Only when the machine was suspended in between (its
-  boot-time clock ran ahead of its monotonic clock) does the gap count as one without a
-  worker.
+  its ``resumed_at``) follow ``catch_up`` too. A leader that has been leading since its
+  previous tick was alive all along, however late this tick comes (a loaded machine, a
+  stalled thread): every occurrence in between is enqueued. Only when the machine was
+  suspended in between (its boot-time clock ran ahead of its monotonic clock) does the gap
+  count as one without a worker.
 
 The clock and the zone are injected (tests pin them); cron rules are ``recurrence``'s.
 """
