@@ -219,9 +219,7 @@ class HookRunner(threading.Thread):
             "duration": round((finished - started).total_seconds(), 3),
         }
 
-    def _watch(
-        self, proc: subprocess.Popen[bytes], err: int, tail: _Tail, deadline: float
-    ) -> bool:
+    def _watch(self, proc: subprocess.Popen[bytes], err: int, tail: _Tail, deadline: float) -> bool:
         """Read the hook's stderr (keeping its tail) until its shell exits (True) or the
         time limit passes (False). The shell's exit ends the wait, not the pipe's end: a
         process it left behind may hold the pipe open for ever. A stop-now kills the hook
