@@ -214,6 +214,21 @@ def test_a_hook_that_leaves_a_daemon_does_not_stop_later_hooks(
     wait_for(lambda: (spool / "after.ran").exists(), "the next job's hook", timeout=10)
 
 
+def test_what_a_hook_leaves_in_its_process_group_does_not_outlive_it(
+    qhome: Path, procs: Procs, spool: Path, tmp_path: Path
+) -> None:
+    """A hook backgrounds a child (same process group, stderr inherited) and exits: the
+    hook is over, its group is killed (the child cannot linger past the hook or hold up
+    the next one), and the hook is recorded as succeeded."""
+    d = shlex.quote(str(spool))
+    add(qhome, "--id", "leaver", "--on-finish", f"sleep 300 & echo $! > {d}/child.pid", "true")
+    spawn_worker(procs, qhome, log=tmp_path / "w.log")
+    wait_for(lambda: hook_results(qhome, "leaver"), "the leaver's hook result")
+    assert hook_results(qhome, "leaver")[0]["outcome"] == "succeeded"
+    child = int((spool / "child.pid").read_text())
+    wait_for(lambda: pid_gone(child), f"the hook's child ({child}) to be gone", timeout=10)
+
+
 def _peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):

@@ -8,10 +8,14 @@ waiting job, or by a dependency cascade: all of them are in the journal) gets th
 its own with ``QUEUECTL_JOB_ID``, ``QUEUECTL_STATE``, ``QUEUECTL_EXIT_CODE``,
 ``QUEUECTL_QUEUE``, ``QUEUECTL_QUEUE_REMAINING`` and ``QUEUECTL_HOME`` set, and killed
 (group and all) after ``on-finish-timeout``. A hook never changes the job and never holds
-up a job: it runs in this thread, one at a time, next to the worker's job threads. Its exit
-code and stderr tail are journaled (``show`` prints them) before the cursor moves on, so a
-worker killed before or during a hook leaves it to be run (again) by the next runner: at
-least once.
+up a job: it runs in this thread, one at a time, next to the worker's job threads. A hook
+is over when its shell exits: what it left running in its process group is killed then
+(something meant to outlive it must detach, with ``setsid``), and a process holding its
+stderr open never holds up the next hook; only the last ``TAIL_BYTES`` of stderr are kept.
+Its exit code and stderr tail are journaled (``show`` prints them) before the cursor moves
+on, so a worker killed before or during a hook, or told to stop now (the hook is killed),
+leaves it to be run (again) by the next runner: at least once. ``journal compact`` keeps
+the segments the cursor has not passed.
 """
 
 from __future__ import annotations
