@@ -22,7 +22,8 @@ MAX_CATCH_UP: Final = 1000
 """At most this many occurrences are looked at in one go (a schedule paused for years)."""
 
 LOOK_BACK: Final = timedelta(days=7)
-"""Occurrences older than this are not looked at one by one (a catch-up covers them)."""
+"""Occurrences older than this are not looked at one by one: only the newest of them is
+kept (a catch-up job never needs more)."""
 
 
 def local_zone() -> tzinfo:
@@ -62,20 +63,30 @@ def occurrences(
 ) -> list[datetime]:
     """Occurrences in (``after``, ``until``], oldest first, as UTC times; ``anchor`` is
     where an interval counts from. At most ``limit`` (the newest ones)."""
-    found = list(_series(cron, every, anchor, after, until, zone))
+    found: list[datetime] = []
+    try:
+        found.extend(_series(cron, every, anchor, after, until, zone))
+    except OverflowError:
+        pass  # the series ran past year 9999 (a hand-made time): nothing after it
     return found[-limit:]
 
 
 def next_occurrence(
     *, cron: str | None, every: float | None, anchor: datetime, after: datetime, zone: tzinfo
 ) -> datetime | None:
-    """The first occurrence after ``after`` (UTC), or None if the rule never fires again."""
+    """The first occurrence after ``after`` (UTC), or None if the rule never fires again
+    (before year 9999)."""
+    try:
+        return _next(cron, every, anchor, after, zone)
+    except OverflowError:
+        return None
+
+
+def _next(
+    cron: str | None, every: float | None, anchor: datetime, after: datetime, zone: tzinfo
+) -> datetime | None:
     if every is not None:
-        step = timedelta(seconds=every)
-        moment = anchor + step * max(0, int((after - anchor) / step))
-        while moment <= after:
-            moment += step
-        return moment.astimezone(UTC)
+        return _first_after(every, anchor, after).astimezone(UTC)
     if cron is None:
         return None
     from cronsim import CronSim
@@ -94,24 +105,54 @@ def _series(
     until: datetime,
     zone: tzinfo,
 ) -> Iterator[datetime]:
+    """Occurrences in (``after``, ``until``]; of those older than ``LOOK_BACK`` only the
+    newest, which is what a catch-up needs (a monthly rule missed for five weeks)."""
+    clip = until - LOOK_BACK
+    if after < clip:
+        older = _newest_at_or_before(cron, every, anchor, clip, zone)
+        if older is not None and older > after:
+            yield older
+        after = clip
     if every is not None:
-        step = timedelta(seconds=every)
-        after = max(after, until - LOOK_BACK)
-        skipped = max(0, int((after - anchor) / step))
-        moment = anchor + step * skipped
-        while moment <= after:
-            moment += step
+        moment = _first_after(every, anchor, after)
         while moment <= until:
             yield moment.astimezone(UTC)
-            moment += step
+            moment += timedelta(seconds=every)
         return
     if cron is None:
         return
     from cronsim import CronSim
 
-    start = max(after, until - LOOK_BACK)  # cronsim walks forward only
-    for moment in CronSim(cron, start.astimezone(zone)):
+    for moment in CronSim(cron, after.astimezone(zone)):  # cronsim walks forward only
         if moment.astimezone(UTC) > until.astimezone(UTC):
             return
         if moment.astimezone(UTC) > after.astimezone(UTC):
             yield moment.astimezone(UTC)
+
+
+def _first_after(every: float, anchor: datetime, after: datetime) -> datetime:
+    step = timedelta(seconds=every)
+    moment = anchor + step * max(0, int((after - anchor) / step))
+    while moment <= after:
+        moment += step
+    return moment
+
+
+def _newest_at_or_before(
+    cron: str | None, every: float | None, anchor: datetime, moment: datetime, zone: tzinfo
+) -> datetime | None:
+    """The last occurrence at or before ``moment`` (UTC), None if there is none."""
+    if every is not None:
+        if moment < anchor:
+            return None
+        step = timedelta(seconds=every)
+        return (anchor + step * int((moment - anchor) / step)).astimezone(UTC)
+    if cron is None:
+        return None
+    from cronsim import CronSim
+
+    start = moment.astimezone(zone) + timedelta(seconds=1)  # reverse walks strictly before
+    for found in CronSim(cron, start.replace(microsecond=0), reverse=True):
+        if found.astimezone(UTC) <= moment.astimezone(UTC):
+            return found.astimezone(UTC)
+    return None

@@ -271,18 +271,19 @@ def _check_named(
                     )
                 )
             continue
-        if current is not None and (current.generation, current.rev) >= (
-            winner.generation,
-            winner.rev,
-        ):
-            if (current.generation, current.rev) > (winner.generation, winner.rev):
-                out.append(
-                    Finding(
-                        label,
-                        f"{label} {name} is newer than the journal",
-                        partial(_journal_named, kind, current),
-                    )
+        version = (current.generation, current.rev) if current is not None else None
+        if version is not None and version > (winner.generation, winner.rev):
+            out.append(
+                Finding(
+                    label,
+                    f"{label} {name} is newer than the journal",
+                    partial(_journal_named, kind, current),
                 )
+            )
+            continue
+        if version == (winner.generation, winner.rev) and _same_as_journal(
+            store, kind, winner, current
+        ):
             continue
         fix = partial(_rewrite_named, store, kind, winner) if offline else None
         out.append(Finding(label, f"{label} {name} disagrees with the journal", fix))
@@ -297,6 +298,14 @@ def _check_named(
                 )
             )
     return out
+
+
+def _same_as_journal(store: Store, kind: NamedStore[Any], winner: Winner, current: Any) -> bool:
+    """Whether a file at the journal's revision also says what the journal says: a file
+    edited in place (another command, unpaused, a new rule) keeps its rev, and a leader
+    would act on it."""
+    journaled = winning_named(store, kind, winner)
+    return journaled is not None and journaled.to_dict() == current.to_dict()
 
 
 def _remove_named_file(kind: NamedStore[Any], name: str) -> str:

@@ -163,16 +163,31 @@ def _snapshot_entries(
 
 
 def _boundary(store: Store, cutoff: float) -> int:
-    """First segment number that must be kept whole (its newest record is recent). Called
-    under the journal lock: with everything old, it starts a fresh segment so the current
-    one can be folded too."""
+    """First segment number that must be kept whole (its newest record is recent, or the
+    hook runner has not read all of it yet). Called under the journal lock: with everything
+    old, it starts a fresh segment so the current one can be folded too."""
     directory = store.journal.directory
     numbers = segment_numbers(directory)
+    unread = _hook_cursor_segment(store)
     for number in numbers:
+        if unread is not None and number >= unread:
+            return number
         newest = _newest_ts(store, segment_path(directory, number))
         if newest is not None and newest >= cutoff:
             return number
+    if unread is not None and numbers and unread <= numbers[-1]:
+        return unread
     return store.journal.start_segment()
+
+
+def _hook_cursor_segment(store: Store) -> int | None:
+    """The segment the hook runner reads (its cursor), while hooks are wanted: a snapshot
+    keeps states, not the events a hook runs for, so compaction must not fold the final
+    states whose hooks have not run yet (hooks run at least once, never skipped)."""
+    if not store.hooks.wanted(bool(store.config.get("on-finish"))):
+        return None
+    cursor = store.hooks.cursor()
+    return cursor.segment if cursor is not None else None
 
 
 def _newest_ts(store: Store, path: Path) -> float | None:

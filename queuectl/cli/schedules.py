@@ -64,7 +64,7 @@ def schedule_add(
     import shlex
 
     from queuectl.cli.main import duration_option
-    from queuectl.job import job_from_input, parse_object
+    from queuectl.job import job_from_input, parse_object, utcnow
     from queuectl.recurrence import check_cron
     from queuectl.storage.schedules import Schedule
 
@@ -77,8 +77,18 @@ def schedule_add(
         raise UsageError("give a COMMAND or --job JSON (not both)")
     if options.get("job_id") or options.get("unique_key"):
         raise UsageError("a schedule names its jobs itself: --id and --unique-key do not apply")
+    if options.get("delay") or options.get("run_at"):
+        raise UsageError(
+            "a schedule's jobs run when their occurrence falls: --delay and --run-at do not "
+            "apply (put the offset in the rule: --cron '10 3 * * *')"
+        )
     if job_json is not None:
         spec = parse_object(job_json)
+        fixed = sorted({"id", "unique_key", "run_at"} & set(spec))
+        if fixed:
+            raise UsageError(
+                f"a schedule sets {fixed[0]!r} of each job itself: leave it out of --job"
+            )
     else:
         text = command[0] if len(command) == 1 else shlex.join(command)
         spec = {"command": text, "cwd": os.getcwd()}
@@ -92,7 +102,10 @@ def schedule_add(
     if seconds is not None and seconds < 1:
         raise UsageError("--every must be at least 1 second")
     store = ctx.store
-    probe = job_from_input({**spec, "id": "probe"}, default_max_retries=0)
+    from queuectl.worker.leader import occurrence_id
+
+    # checked as the job of an occurrence now, under the id such a job gets
+    probe = job_from_input({**spec, "id": occurrence_id(name, utcnow())}, default_max_retries=0)
     store.check_new(probe)  # its queue exists, its dependencies too, it fits
     made = store.schedules.add(
         Schedule(name, cron=cron, every=seconds, utc=utc, catch_up=catch_up, job=spec)

@@ -90,8 +90,10 @@ def queue_list(ctx: Context, as_json: bool) -> None:
     """Every queue with its limit, pause state and jobs."""
     rows = queue_rows(ctx)
     if as_json:
+        used = _gpus_by_queue(ctx)
         for row in rows:
             row.pop("slots_in_use")
+            row["gpus_in_use"] = used.get(row["name"], {})
         print_json(rows)
         return
     gpus = ctx.store.devices.in_use()
@@ -116,6 +118,21 @@ def queue_list(ctx: Context, as_json: bool) -> None:
         _devices, per = ctx.store.devices.current()
         click.echo()
         click.echo("gpu devices in use: " + ", ".join(f"{d}: {n}/{per}" for d, n in gpus.items()))
+
+
+def _gpus_by_queue(ctx: Context) -> dict[str, dict[str, int]]:
+    """Queue -> device -> jobs of that queue running on it (what the workers publish)."""
+    from queuectl.storage.registry import running_jobs
+
+    used: dict[str, dict[str, int]] = {}
+    for entry in running_jobs(ctx.store.home.workers).values():
+        devices = entry.get("gpus")
+        if not isinstance(devices, list):
+            continue
+        mine = used.setdefault(str(entry.get("queue", "default")), {})
+        for device in devices:
+            mine[str(device)] = mine.get(str(device), 0) + 1
+    return used
 
 
 @queue.command("remove")

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from queuectl.config import MAX_DURATION_SECONDS
 from queuectl.errors import InvalidJob, QueueError, UsageError
 from queuectl.job import ID_PATTERN, format_time, new_generation, parse_time, utcnow
 from queuectl.storage.events import Event
@@ -38,6 +39,9 @@ class Schedule:
     last_occurrence: str = ""
     """The newest occurrence already enqueued (or skipped), UTC; creation time at first."""
     last_job: str | None = None
+    resumed_at: str = ""
+    """When it was last resumed: occurrences up to then fell while it was paused, so they
+    follow ``catch_up`` as if no worker had run (an hour's pause is not sixty jobs)."""
     created_at: str = ""
     updated_at: str = ""
     rev: int = 1
@@ -66,21 +70,30 @@ class Schedule:
         cron, every = data.get("cron"), data.get("every")
         if (cron is None) == (every is None):
             raise InvalidJob("a schedule has either 'cron' or 'every'")
-        if cron is not None and not isinstance(cron, str):
-            raise InvalidJob("'cron' must be a string")
+        if cron is not None:
+            _check_rule(cron)
         if every is not None and (
-            isinstance(every, bool) or not isinstance(every, int | float) or not every > 0
+            isinstance(every, bool)
+            or not isinstance(every, int | float)
+            or not 1 <= every <= MAX_DURATION_SECONDS
         ):
-            raise InvalidJob("'every' must be a positive number of seconds")
+            raise InvalidJob("'every' must be a number of seconds from 1 to 100 years")
         job = data.get("job")
         if not isinstance(job, dict) or not isinstance(job.get("command"), str):
             raise InvalidJob("'job' must be a job object with a command")
+        _check_job(name, job)
         catch_up = data.get("catch_up", "one")
         if catch_up not in CATCH_UP:
             raise InvalidJob("'catch_up' must be one or none")
-        last = data.get("last_occurrence", "")
-        if not isinstance(last, str) or (last and not _is_time(last)):
+        last = data.get("last_occurrence")
+        if not isinstance(last, str) or not _is_time(last):
             raise InvalidJob("'last_occurrence' must be an ISO 8601 time")
+        resumed = data.get("resumed_at", "")
+        if not isinstance(resumed, str) or (resumed and not _is_time(resumed)):
+            raise InvalidJob("'resumed_at' must be an ISO 8601 time")
+        created = data.get("created_at", last)
+        if not isinstance(created, str) or not _is_time(created):
+            raise InvalidJob("'created_at' must be an ISO 8601 time")
         return cls(
             name=name,
             cron=cron,
@@ -91,11 +104,32 @@ class Schedule:
             paused=data.get("paused") is True,
             last_occurrence=last,
             last_job=data.get("last_job") if isinstance(data.get("last_job"), str) else None,
-            created_at=str(data.get("created_at", "")),
+            resumed_at=resumed,
+            created_at=created,
             updated_at=str(data.get("updated_at", "")),
             rev=_whole(data.get("rev", 1)),
             generation=_whole(data.get("generation", 0)),
         )
+
+
+def _check_rule(cron: object) -> None:
+    """A cron rule the CLI would accept (a hand-made file is read as strictly)."""
+    from queuectl.recurrence import check_cron
+
+    if not isinstance(cron, str):
+        raise InvalidJob("'cron' must be a string")
+    try:
+        check_cron(cron)
+    except ValueError as exc:
+        raise InvalidJob(f"invalid cron rule: {exc}") from None
+
+
+def _check_job(name: str, job: dict[str, Any]) -> None:
+    """The fields of a schedule's job, as strictly as ``add`` reads them (the leader sets
+    the id and the unique key of each occurrence)."""
+    from queuectl.job import job_from_input
+
+    job_from_input({**job, "id": name, "unique_key": None}, default_max_retries=0)
 
 
 def _is_time(text: str) -> bool:
@@ -150,12 +184,19 @@ class ScheduleStore(NamedStore[Schedule]):
         with self.changing(name):
             self.delete(self._existing(name), Event.SCHEDULE_REMOVED)
 
-    def set_paused(self, name: str, paused: bool) -> tuple[Schedule, bool]:
+    def set_paused(
+        self, name: str, paused: bool, now: datetime | None = None
+    ) -> tuple[Schedule, bool]:
+        """Pause or resume; a resume notes its time (``resumed_at``) for the leader."""
         with self.changing(name):
             schedule = self._existing(name)
             if schedule.paused == paused:
                 return schedule, False
-            changed = self.next_version(schedule, paused=paused)
+            if paused:
+                changed = self.next_version(schedule, paused=True)
+            else:
+                stamp = format_time(now or utcnow())
+                changed = self.next_version(schedule, paused=False, resumed_at=stamp)
             self.save(changed, Event.PAUSED if paused else Event.RESUMED)
         return changed, True
 

@@ -13,7 +13,12 @@ leader, under each schedule's change lock, looks at the occurrences after the sc
 - occurrences that fell while no leader ran (after the last leader's heartbeat,
   ``schedules/.leader``, plus ``TAKEOVER_GRACE``) follow ``catch_up``: ``one`` enqueues just
   the newest of them, ``none`` skips them all; ones that fell while a leader was alive (a
-  takeover) are all enqueued.
+  takeover) are all enqueued. Occurrences that fell while the schedule was paused (up to
+  its ``resumed_at``) follow ``catch_up`` too. A leader that has been leading since its
+  previous tick was alive all along, however late this tick comes (a loaded machine, a
+  stalled thread): every occurrence in between is enqueued. Only when the machine was
+  suspended in between (its boot-time clock ran ahead of its monotonic clock) does the gap
+  count as one without a worker.
 
 The clock and the zone are injected (tests pin them); cron rules are ``recurrence``'s.
 """
@@ -22,11 +27,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
 
-from queuectl.errors import AlreadyExists, QueueError, describe
+from queuectl.errors import AlreadyExists, describe
 from queuectl.job import format_time, job_from_input, parse_time, utcnow
 from queuectl.recurrence import local_zone, occurrences
 from queuectl.storage.locks import LEADER_BYTE, Holder
@@ -41,6 +47,18 @@ TAKEOVER_GRACE: Final = timedelta(seconds=5)
 worker was alive): all of them are enqueued, whatever ``catch_up`` says."""
 
 UNIQUE_FOR_SECONDS: Final = 10 * 365 * 86400.0
+
+SUSPEND_SLACK: Final = 1.0
+"""Seconds of suspend between two ticks below which the machine counts as awake."""
+
+
+def suspended_seconds() -> float:
+    """How long the machine has been suspended since boot: Linux's boot-time clock counts
+    suspend, its monotonic clock does not (0 where the boot-time clock is missing)."""
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)
+    except (AttributeError, OSError):
+        return 0.0
 
 
 def occurrence_id(name: str, moment: datetime) -> str:
@@ -60,6 +78,7 @@ class Leader(threading.Thread):
         stopping: threading.Event,
         clock: Callable[[], datetime] = utcnow,
         zone: tzinfo | None = None,
+        suspended: Callable[[], float] = suspended_seconds,
     ) -> None:
         super().__init__(name="queuectl-leader", daemon=True)
         self.store = store
@@ -67,21 +86,25 @@ class Leader(threading.Thread):
         self.stopping = stopping
         self.clock = clock
         self.zone = zone or local_zone()
+        self.suspended = suspended
         self.leading = False
         self._holder: Holder | None = None
         self._seen: datetime | None = None
         """Until when a leader is known to have been alive (heartbeats, our own ticks)."""
+        self._slept: float | None = None
+        """``suspended()`` at our previous tick (None: we have not ticked as leader yet)."""
         self._reported: set[str] = set()
 
     def run(self) -> None:
         try:
             while not self.stopping.wait(POLL_SECONDS):
-                if not self.leading:
-                    self.leading = self._lead()
-                if self.leading:
-                    self.tick()
-        except Exception as exc:  # schedules must never take the worker down
-            self.log(f"error: schedules: {describe(exc)}")
+                try:
+                    if not self.leading:
+                        self.leading = self._lead()
+                    if self.leading:
+                        self.tick()
+                except Exception as exc:  # schedules never take the worker down, nor stop
+                    self._report("schedules", f"schedules: {describe(exc)}")
         finally:
             if self._holder is not None:
                 self._holder.close()
@@ -93,6 +116,7 @@ class Leader(threading.Thread):
             return False
         self._holder = holder
         self._seen = self._heartbeat()
+        self._slept = None
         if self.store.schedules.file_names():
             self.log("leading: this worker enqueues the schedules' occurrences")
         return True
@@ -100,12 +124,16 @@ class Leader(threading.Thread):
     def tick(self) -> None:
         """Enqueue what is due now (the leader calls this twice a second)."""
         now = self.clock()
+        slept = self.suspended()
+        if self._slept is not None and slept - self._slept < SUSPEND_SLACK:
+            self._seen = now  # leading since our last tick, and the machine never slept
+        self._slept = slept
         for schedule in self.store.schedules.all():
             if not schedule.paused:
                 try:
                     self.fire_due(schedule.name, now)
-                except QueueError as exc:
-                    self._report(schedule.name, f"schedule {schedule.name}: {exc}")
+                except Exception as exc:  # one bad schedule never stops the others
+                    self._report(schedule.name, f"schedule {schedule.name}: {describe(exc)}")
         self._seen = now
         self._beat(now)
 
@@ -138,9 +166,17 @@ class Leader(threading.Thread):
         return made
 
     def _chosen(self, schedule: Schedule, due: list[datetime]) -> list[datetime]:
+        """The occurrences to enqueue: all that fell while a leader was alive and the
+        schedule active; of the others (no leader, or paused), what ``catch_up`` says."""
         alive_until = (self._seen + TAKEOVER_GRACE) if self._seen is not None else None
-        during = [m for m in due if alive_until is not None and m <= alive_until]
-        missed = [m for m in due if alive_until is None or m > alive_until]
+        paused_until = parse_time(schedule.resumed_at) if schedule.resumed_at else None
+
+        def missed_one(m: datetime) -> bool:
+            no_leader = alive_until is None or m > alive_until
+            return no_leader or (paused_until is not None and m <= paused_until)
+
+        during = [m for m in due if not missed_one(m)]
+        missed = [m for m in due if missed_one(m)]
         if missed and schedule.catch_up == "one":
             return [*during, missed[-1]]
         return during

@@ -136,7 +136,7 @@ class WorkerPool:
         self.outputs = OutputPool(
             store.home.tmp, store.home.logs, spare=2 * threads + 4, owner=store.mark.name
         )
-        self.hooks = HookRunner(store, log, self.stopping)
+        self.hooks = HookRunner(store, log, self.stopping, self.aborting)
         self.leader = None if burst else Leader(store, log, self.stopping)
         self.dispatcher = Dispatcher(
             store,
