@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,8 @@ BLOCK = re.compile(
 )
 MARK = "@@queuectl-readme@@"
 TIMEOUT_SECONDS = 120
+PARALLEL = max(2, min(8, os.cpu_count() or 2))
+"""Examples run side by side: each in a home of its own, so they cannot meet."""
 
 MASKS = [
     (re.compile(r"\d{8}-\d{6}-\d{6}-[0-9a-f]{6}"), "<id>"),
@@ -56,6 +59,8 @@ MASKS = [
     ),
     (re.compile(r"\b\d+\.\d+s\b"), "<secs>"),
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:<port>"),
+    (re.compile(r'"(generation|pid|offset|started|finished)": \d+'), r'"\1": <n>'),
+    (re.compile(r"\b\d+\.\d+\b"), "<num>"),
     (re.compile(r"[-─]{3,}"), "---"),
 ]
 """What may differ between two runs of the same example."""
@@ -128,14 +133,23 @@ def run(example: Example) -> str:
 
 
 def masked(text: str) -> list[str]:
-    lines = []
+    """The lines that must match, after masking. A worker's log lines (``<time> [<pid>]
+    ...``) are compared as a set within each run of them: threads and the committer log in
+    whatever order they get there."""
+    lines: list[str] = []
+    run: list[str] = []
     for line in text.splitlines():
         for pattern, replacement in MASKS:
             line = pattern.sub(replacement, line)
         line = " ".join(line.split())
+        if line.startswith("<time> [<pid>] "):
+            run.append(line)
+            continue
+        lines += sorted(run)
+        run = []
         if line:
             lines.append(line)
-    return lines
+    return lines + sorted(run)
 
 
 def refresh(text: str) -> tuple[str, dict[str, list[str]]]:
@@ -143,9 +157,11 @@ def refresh(text: str) -> tuple[str, dict[str, list[str]]]:
     differences: dict[str, list[str]] = {}
     pieces = []
     position = 0
-    for example in examples(text):
+    found = examples(text)
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:  # each example has its own $HOME
+        outputs = list(pool.map(run, found))
+    for example, fresh in zip(found, outputs, strict=True):
         start, end = example.span
-        fresh = run(example)
         old = text[start:end]
         if masked(old) != masked(fresh):
             differences[example.name] = list(
