@@ -43,14 +43,15 @@ BLOCK = re.compile(
 )
 MARK = "@@queuectl-readme@@"
 TIMEOUT_SECONDS = 120
-PARALLEL = max(2, min(8, os.cpu_count() or 2))
-"""Examples run side by side: each in a home of its own, so they cannot meet."""
+PARALLEL = 4
+"""Examples run side by side, each in a home of its own, so they cannot meet; most of their
+time is spent waiting for fsync, not on a CPU."""
 
 MASKS = [
     (re.compile(r"\d{8}-\d{6}-\d{6}-[0-9a-f]{6}"), "<id>"),
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?"), "<time>"),
     (re.compile(r"\b\d{8}T\d{6}(?:\.\d{3})?Z\b"), "<stamp>"),
-    (re.compile(r"\b[A-Za-z0-9.]+-\d+-[0-9a-f]{6}\b"), "<worker>"),
+    (re.compile(r"\b[A-Za-z0-9.-]+-\d+-[0-9a-f]{6}\b"), "<worker>"),
     (re.compile(r"\[\d+\]"), "[<pid>]"),
     (re.compile(r"\bpid \d+"), "pid <pid>"),
     (
@@ -61,6 +62,8 @@ MASKS = [
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:<port>"),
     (re.compile(r'"(generation|pid|offset|started|finished)": \d+'), r'"\1": <n>'),
     (re.compile(r"\b\d+\.\d+\b"), "<num>"),
+    (re.compile(r'"host": "[^"]*"'), '"host": "<host>"'),
+    (re.compile(r"^(<worker>)\s+\d+\s+(\d+\s+.*?<when>)\s+\S+\s*$"), r"\1 <pid> \2 <host>"),
     (re.compile(r"[-─]{3,}"), "---"),
 ]
 """What may differ between two runs of the same example."""
