@@ -121,3 +121,21 @@ def test_the_readme_test_command_is_what_ci_runs(needle: str) -> None:
         "README and .ci/run install different extras"
     )
     assert re.search(r"^python -m pytest -q$", ci, re.MULTILINE)
+
+
+def test_every_test_the_readme_names_exists() -> None:
+    """``tests/<file>.py::<test>`` and the ``::<test>`` that follow it name real tests."""
+    text = README.read_text()
+    named = []
+    current = None
+    for match in re.finditer(r"`(tests/[\w/]+\.py)?::(\w+)`", text):
+        current = match.group(1) or current
+        assert current is not None, match.group(0)
+        named.append((current, match.group(2)))
+    assert len(named) > 20
+    missing = [
+        f"{path}::{name}"
+        for path, name in named
+        if not re.search(rf"^\s*def {name}\(", (ROOT / path).read_text(), re.MULTILINE)
+    ]
+    assert not missing, "the README names tests that do not exist: " + ", ".join(missing)
