@@ -314,3 +314,16 @@ def test_per_id_errors_say_what_could_not_be_done(ready: Path) -> None:
     for args, verb in ((("hold", "nope"), "hold"), (("restart", "nope"), "restart")):
         line = assert_one_line_error(invoke(ready, *args), 1)
         assert line.startswith(f"queuectl: error: cannot {verb} nope: "), line
+
+
+def test_a_refused_new_job_is_named_as_the_user_knows_it(tmp_path: Path) -> None:
+    """A job without an id of its own was named by the id it would have been given, which the
+    user never saw; it is "the job" (or its place in a batch), an explicit id is kept."""
+    home = tmp_path / "h"
+    ok(invoke(home, "config", "set", "gpus", "0,1"))
+    line = assert_one_line_error(invoke(home, "add", "--gpus", "3", "--", "true"), 2, "the job")
+    assert "'" not in line
+    assert_one_line_error(invoke(home, "add", "--id", "g1", "--gpus", "3", "--", "true"), 2, "'g1'")
+    batch = '{"command": "true"}\n{"command": "true", "gpus": 3}\n'
+    assert_one_line_error(invoke(home, "enqueue", "-", input=batch), 2, "job 2 of 2")
+    assert sorted(os.listdir(home / "pending")) == []

@@ -206,7 +206,8 @@ def cli(ctx: click.Context, home: str | None) -> None:
     """A durable background job queue for shell commands.
 
     Jobs are JSON files under the queue home, moved between pending/, processing/,
-    completed/, failed/ and dead/; every change is recorded in an fsynced journal.
+    completed/, failed/, dead/ and cancelled/ (blocked/ while they wait for dependencies,
+    held/ while held); every change is recorded in an fsynced journal.
     """
     ctx.obj = Context(home)
 

@@ -12,6 +12,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+from queuectl.job import format_time
 from queuectl.storage.journal_index import (
     ATTEMPT_COLUMNS,
     COMMAND,
@@ -54,7 +55,7 @@ def compute_stats(store: Store, since: datetime | None, now: datetime) -> dict[s
     window_start = since or (datetime.fromtimestamp(first, UTC) if first is not None else now)
     minutes = max((now - window_start).total_seconds() / 60, 1 / 60)
     return {
-        "since": window_start.isoformat(),
+        "since": format_time(window_start),
         "attempts": count,
         "finished_per_minute": round(count / minutes, 2),
         "outcomes": dict(sorted(outcomes.items())),

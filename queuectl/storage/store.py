@@ -173,13 +173,15 @@ class Store:
             self.unique.record(job.unique_key, job.id)
             yield
 
-    def check_new(self, job: Job, batch: set[str] | None = None) -> None:
+    def check_new(self, job: Job, batch: set[str] | None = None, label: str = "") -> None:
         """What a new job must satisfy beyond its own fields: whatever enqueue accepts, a
-        worker must be able to read and run (exit 2 otherwise)."""
+        worker must be able to read and run (exit 2 otherwise). ``label`` names the job in
+        errors (default: by its id; a generated id means nothing to the user)."""
+        label = label or f"job {job.id!r}"
         size = len(job.to_json())
         if size > MAX_JOB_FILE_BYTES // 2:
             raise InvalidJob(
-                f"job {job.id!r} is {size} bytes as a file; at most {MAX_JOB_FILE_BYTES // 2} "
+                f"{label} is {size} bytes as a file; at most {MAX_JOB_FILE_BYTES // 2} "
                 "(its command and env are too large)"
             )
         if self.queues.get(job.queue) is None:
@@ -190,12 +192,12 @@ class Store:
             devices, _per = self.devices.current()
             if job.gpus > len(devices):
                 raise InvalidJob(
-                    f"job {job.id!r} asks for {job.gpus} GPU device(s); {len(devices)} are "
+                    f"{label} asks for {job.gpus} GPU device(s); {len(devices)} are "
                     "configured (queuectl config set gpus 0,1,... or auto)"
                 )
         for dep in (*job.after, *job.after_any):
             if dep == job.id:
-                raise InvalidJob(f"job {job.id!r} cannot depend on itself")
+                raise InvalidJob(f"{label} cannot depend on itself")
             if (batch is None or dep not in batch) and self.folders.locate(dep) is None:
                 raise InvalidJob(f"unknown dependency {dep!r}: no job with that id")
 
@@ -217,10 +219,14 @@ class Store:
         reported groups exist.
         """
         seen: set[str] = set()
-        for job in jobs:
+        for number, job in enumerate(jobs, 1):
             if job.id in seen:
                 raise AlreadyExists(f"job {job.id!r} already exists")
-            self.check_new(job, seen)
+            named = explicit_ids is None or job.id in explicit_ids
+            label = (
+                "" if named else ("the job" if len(jobs) == 1 else f"job {number} of {len(jobs)}")
+            )
+            self.check_new(job, seen, label)
             seen.add(job.id)
         checked = [j.id for j in jobs if explicit_ids is None or j.id in explicit_ids]
         keys = [j.unique_key for j in jobs if j.unique_key]
