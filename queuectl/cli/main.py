@@ -1,6 +1,7 @@
 """The ``queuectl`` command line: the top-level group, the home, errors and exit codes.
 
-The commands live in ``jobs``, ``workers``, ``maintenance`` and ``serve`` (thin click commands
+The commands live in ``submit``, ``jobs``, ``workers``, ``maintenance``, ``workflow``,
+``backup`` and ``serve`` (thin click commands
 over ``Store`` and ``WorkerPool``), and how they print in ``render``. The group loads only the
 module of the command being run (``COMMANDS``), and the domain modules are imported inside
 the commands, so a call pays only for what it uses. Only ``cli/`` imports click and tabulate.
@@ -45,6 +46,8 @@ COMMANDS: Final = {
     "journal": "maintenance:journal",
     "fsck": "maintenance:fsck",
     "cleanup": "maintenance:cleanup",
+    "backup": "backup:backup",
+    "restore": "backup:restore",
     "queue": "workflow:queue",
     "pause": "workflow:pause",
     "resume": "workflow:resume",
