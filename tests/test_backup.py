@@ -721,3 +721,34 @@ def test_journal_of_the_restored_home_takes_new_records(small: Store, tmp_path: 
     assert run_cli(target, "worker", "start", "--burst").returncode == 0
     assert "waiting" in jobs_in(target, "completed") and "later" in jobs_in(target, "completed")
     assert_sound(target, 5)
+
+
+def test_backup_inside_the_home_is_refused(small: Store) -> None:
+    for folder in ("", "pending"):
+        target = small.home.root / folder / "b.tar.gz"
+        result = run_cli(small.home.root, "backup", str(target))
+        assert result.returncode == 2 and "outside the home" in result.stderr, result.stderr
+        assert not target.exists()
+
+
+def test_a_job_file_the_journal_does_not_know_is_named(small: Store, tmp_path: Path) -> None:
+    stray = json.loads((small.home.root / "pending" / "waiting.json").read_text())
+    stray.update(id="stray", unique_key=None, generation=1)
+    path = small.home.root / "pending" / "stray.json"
+    path.write_text(json.dumps(stray))
+    os.chmod(path, 0o600)
+    result = run_cli(small.home.root, "backup", str(tmp_path / "b.tar.gz"))
+    assert result.returncode == 0, result.stderr
+    assert "not in the journal" in result.stderr and "stray" in result.stderr
+    assert "stray" not in job_members(tmp_path / "b.tar.gz")
+
+
+def test_a_failed_restore_into_an_empty_folder_leaves_it_empty(
+    good: dict[str, bytes], tmp_path: Path
+) -> None:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    archive = tar_gz(tmp_path / "bad.tar.gz", with_manifest(good, (member("bin/x"), b"x")))
+    result = run_cli(folder, "restore", str(archive))
+    assert result.returncode == 2, result.stderr
+    assert os.listdir(folder) == []

@@ -88,6 +88,8 @@ class BackupReport:
     recovered: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Jobs whose winning record is not a valid job (left out, as rebuild leaves them)."""
+    unjournaled: list[str] = field(default_factory=list)
+    """Job files the journal does not know (left out: the journal is the source)."""
     queues: int = 0
     journal_files: int = 0
     journal_records: int = 0
@@ -135,6 +137,9 @@ def backup(
         raise UsageError(f"{target} is a folder; give the name of the archive to write")
     if not target.parent.is_dir():
         raise UsageError(f"cannot write {target}: no folder {target.parent}")
+    home = store.home.root.resolve()
+    if target.parent.resolve() == home or home in target.parent.resolve().parents:
+        raise UsageError(f"write the backup outside the home {store.home.root}")
     step = progress or (lambda _n: None)
     settings = store.config.stored() if store.home.config_file.exists() else None
     policy = backoff_policy(store.config.values())
@@ -153,7 +158,28 @@ def backup(
         with tempfile.TemporaryFile(dir=target.parent) as spool:
             plan = _plan_jobs(store, cut, jobs, policy, spool, step)
             report = _write(store, target, cut, counts, plan, queues, settings, logs, spool, step)
+    report.unjournaled = _unjournaled(store, cut, best)
     return report
+
+
+def _unjournaled(store: Store, cut: Cut, best: dict[str, Winner]) -> list[str]:
+    """Job files of lives older than the cut that the journal does not know (so they are
+    not in the backup; ``fsck --repair`` journals them). Newer ones were enqueued after
+    the cut."""
+    before = int(cut.taken_at.timestamp()) * 1_000_000_000
+    found = []
+    for state in JobState:
+        directory = store.home.state_dir(state)
+        for name in os.listdir(directory):
+            if not name.endswith(".json") or name[:-5] in best:
+                continue
+            try:
+                job = read_job(directory / name, None)
+            except (OSError, InvalidJob):
+                continue
+            if job.generation < before:
+                found.append(job.id)
+    return sorted(found)
 
 
 # ---------------------------------------------------------------------- the journal

@@ -166,6 +166,7 @@ def restore(
             "home (no journal/ and pending/ folders)"
         )
     _refuse_live_workers(root)
+    added = [root] if not target.exists else _missing_folders(root)
     Home(root).ensure()
     staging = Staging(root)
     try:
@@ -179,11 +180,17 @@ def restore(
             staging.install(KEEP)
     except BaseException:
         staging.discard()
-        if not target.exists:
-            remove_empty_tree(root)
+        for folder in added:
+            remove_empty_tree(folder)
         raise
     Home(root).ensure()
     return report
+
+
+def _missing_folders(root: Path) -> list[Path]:
+    from queuectl.storage.home import AUX_DIRS
+
+    return [root / name for name in (*STATE_DIRS, *AUX_DIRS) if not (root / name).exists()]
 
 
 def _refuse_live_workers(root: Path) -> None:

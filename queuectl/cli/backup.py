@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from queuectl.cli.main import Context, pass_context
-from queuectl.cli.render import progress
+from queuectl.cli.render import note, progress
 from queuectl.errors import UsageError
 
 
@@ -44,10 +44,13 @@ def backup(ctx: Context, file: Path, logs: bool) -> None:
             f"{len(report.recovered)} running job(s) saved as their worker would find them "
             f"after a crash (the attempt counts as lost): {_ids(report.recovered)}"
         )
-    for job_id in report.skipped[:10]:
-        click.echo(
-            f"queuectl: note: left out {job_id}: its journal record is not a valid job", err=True
+    if report.unjournaled:
+        note(
+            f"{len(report.unjournaled)} job file(s) are not in the journal and were left out: "
+            f"{_ids(report.unjournaled)} (queuectl fsck --repair journals them)"
         )
+    for job_id in report.skipped[:10]:
+        note(f"left out {job_id}: its journal record is not a valid job")
 
 
 def _ids(ids: list[str]) -> str:

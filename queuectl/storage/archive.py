@@ -585,8 +585,9 @@ class Staging:
 
 
 def remove_empty_tree(root: Path) -> None:
-    """Remove a home that a failed restore created: its folders, only while they are empty
-    (anything someone else put there meanwhile stays)."""
+    """Remove folders a failed restore created (a new home, or the standard folders it
+    added to an empty one): only while they are empty, so anything someone else put there
+    meanwhile stays."""
     for folder, _dirs, _files in sorted(os.walk(root), key=lambda item: -len(item[0])):
         try:
             os.rmdir(folder)
