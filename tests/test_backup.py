@@ -752,3 +752,27 @@ def test_a_failed_restore_into_an_empty_folder_leaves_it_empty(
     result = run_cli(folder, "restore", str(archive))
     assert result.returncode == 2, result.stderr
     assert os.listdir(folder) == []
+
+
+def test_a_torn_last_record_is_left_out_and_the_copy_is_clean(small: Store, tmp_path: Path) -> None:
+    with open(small.home.journal / "00000001.log", "ab") as handle:
+        handle.write(b'0badc0de {"torn')  # a writer died mid-append
+    archive = tmp_path / "b.tar.gz"
+    result = run_cli(small.home.root, "backup", str(archive))
+    assert result.returncode == 0, result.stderr
+    assert not members(archive)["journal/00000001.log"].endswith(b"torn")
+    target = tmp_path / "restored"
+    assert run_cli(target, "restore", str(archive)).returncode == 0
+    assert_sound(target, 5)
+
+
+def test_missing_journal_indexes_are_derived_from_the_records(small: Store, tmp_path: Path) -> None:
+    for index in small.home.journal.glob("*.idx"):
+        index.unlink()
+    archive = tmp_path / "b.tar.gz"
+    assert run_cli(small.home.root, "backup", str(archive)).returncode == 0
+    assert len(job_members(archive)) == 5
+    assert not any(name.endswith(".idx") for name in members(archive))
+    target = tmp_path / "restored"
+    assert run_cli(target, "restore", str(archive)).returncode == 0
+    assert_sound(target, 5)
