@@ -209,6 +209,9 @@ def parse_settings(data: object, source: str) -> tuple[dict[str, Any], list[str]
             unknown.append(name)
         elif key in values:
             problems.append(f"{key} is given twice")
+        elif not _json_type_fits(KEYS[key], value):
+            wanted = "text" if isinstance(KEYS[key].default, str) else "a number (or text)"
+            problems.append(f"{key} = {json.dumps(value)[:40]} must be {wanted}")
         else:
             try:
                 values[key] = KEYS[key].parse(str(value))
@@ -217,6 +220,15 @@ def parse_settings(data: object, source: str) -> tuple[dict[str, Any], list[str]
     if problems:
         raise UsageError(f"nothing imported from {source}: {'; '.join(problems)}")
     return values, unknown
+
+
+def _json_type_fits(key: Key, value: object) -> bool:
+    """A JSON value of a type the setting can have: text for a text setting; a number or
+    text (``"7d"``) for a numeric one. ``true``, ``null``, lists and objects never are (their
+    ``str()`` would otherwise parse: ``True``, ``[3]``)."""
+    if isinstance(key.default, str):
+        return isinstance(value, str)
+    return isinstance(value, int | float | str) and not isinstance(value, bool)
 
 
 def backoff_policy(values: dict[str, Any]) -> Any:

@@ -303,6 +303,13 @@ def test_backup_refuses_a_damaged_journal_and_keeps_an_older_archive(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".b.tar.gz")] == []
 
 
+def test_backup_of_a_home_that_does_not_exist_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    result = run_cli(missing, "backup", str(tmp_path / "b.tar.gz"))
+    assert result.returncode == 2 and "no such folder" in result.stderr, result.stderr
+    assert not missing.exists() and not (tmp_path / "b.tar.gz").exists()
+
+
 def test_backup_to_a_folder_or_a_missing_folder_is_a_usage_error(
     small: Store, tmp_path: Path
 ) -> None:
@@ -432,6 +439,7 @@ def test_an_empty_home_made_by_another_command_counts_as_empty(
 ) -> None:
     archive, _ = two_homes
     fresh = tmp_path / "fresh"
+    fresh.mkdir(mode=0o700)  # an empty folder: status sets it up as a home
     assert run_cli(fresh, "status").returncode == 0  # creates the folders and lock files
     result = run_cli(fresh, "restore", str(archive))
     assert result.returncode == 0, result.stderr
@@ -623,6 +631,7 @@ def test_hostile_and_damaged_archives_are_refused_and_leave_nothing(
     cases.mkdir()
     outside = listing(tmp_path)
     existing = tmp_path / "existing"
+    existing.mkdir(mode=0o700)
     assert run_cli(existing, "status").returncode == 0
     existing_before = listing(existing)
     problems = []

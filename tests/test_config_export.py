@@ -30,6 +30,7 @@ def settings(home: Path) -> dict:
 
 
 def test_export_prints_every_setting_with_its_default(cli_home: Path) -> None:
+    cli_home.mkdir(mode=0o700)
     result = run_cli(cli_home, "config", "export")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == DEFAULTS
@@ -119,6 +120,7 @@ def test_import_refuses_files_it_must_not_read(cli_home: Path, tmp_path: Path) -
 
 
 def test_import_never_replaces_a_config_file_it_cannot_read(cli_home: Path, tmp_path: Path) -> None:
+    cli_home.mkdir(mode=0o700)  # an empty folder: a new home
     assert run_cli(cli_home, "status").returncode == 0
     (cli_home / "config.json").write_text('{"max-retries": 2,')
     source = tmp_path / "settings.json"
@@ -143,6 +145,7 @@ def test_reset_one_key_and_then_every_key(cli_home: Path) -> None:
 
 
 def test_reset_keeps_keys_of_a_newer_version(cli_home: Path) -> None:
+    cli_home.mkdir(mode=0o700)  # an empty folder: a new home
     assert run_cli(cli_home, "status").returncode == 0
     (cli_home / "config.json").write_text('{"max-retries": 6, "gpu-slots": 2}\n')
     result = run_cli(cli_home, "config", "reset")
@@ -155,4 +158,54 @@ def test_reset_of_an_unknown_key_is_a_usage_error(cli_home: Path) -> None:
 
 
 def test_export_to_a_folder_that_does_not_exist_is_one_line(cli_home: Path, tmp_path: Path) -> None:
+    cli_home.mkdir(mode=0o700)
     one_error(run_cli(cli_home, "config", "export", str(tmp_path / "no" / "x.json")), code=1)
+
+
+def test_export_and_reset_never_create_a_home_but_import_does(
+    cli_home: Path, tmp_path: Path
+) -> None:
+    """Reading settings, or putting a home that does not exist back to its defaults, is a
+    mistyped --home; importing settings puts something in the home, like config set."""
+    for args in (("config", "export"), ("config", "reset"), ("config", "reset", "max-retries")):
+        message = one_error(run_cli(cli_home, *args))
+        assert "no such folder" in message, args
+        assert not cli_home.exists(), args
+    source = tmp_path / "settings.json"
+    source.write_text('{"max-retries": 4}')
+    result = run_cli(cli_home, "config", "import", str(source))
+    assert result.returncode == 0, result.stderr
+    assert settings(cli_home)["max-retries"] == 4
+
+
+@pytest.mark.parametrize(
+    "value",
+    [True, None, [3], {"n": 3}],
+    ids=["bool", "null", "list", "object"],
+)
+def test_import_refuses_json_values_of_the_wrong_type(
+    cli_home: Path, tmp_path: Path, value: object
+) -> None:
+    cli_home.mkdir(mode=0o700)
+    source = tmp_path / "settings.json"
+    source.write_text(json.dumps({"max-retries": value, "backoff-base": 3}))
+    message = one_error(run_cli(cli_home, "config", "import", str(source)))
+    assert "nothing imported" in message and "max-retries" in message
+    assert settings(cli_home) == DEFAULTS
+
+
+def test_import_refuses_a_number_for_a_text_setting(cli_home: Path, tmp_path: Path) -> None:
+    cli_home.mkdir(mode=0o700)
+    source = tmp_path / "settings.json"
+    source.write_text('{"on-finish": 5}')
+    assert "on-finish" in one_error(run_cli(cli_home, "config", "import", str(source)))
+    assert settings(cli_home) == DEFAULTS
+
+
+def test_importing_a_hook_starts_hooks_from_now_on(cli_home: Path, tmp_path: Path) -> None:
+    """As with config set on-finish: the hook cursor is created at the journal's end, so
+    jobs that finished before the import get no hook and none after is missed."""
+    source = tmp_path / "settings.json"
+    source.write_text(json.dumps({"on-finish": "true"}))
+    assert run_cli(cli_home, "config", "import", str(source)).returncode == 0
+    assert (cli_home / "hooks" / "cursor.json").is_file()

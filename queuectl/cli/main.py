@@ -69,7 +69,6 @@ CREATES_HOME: Final = frozenset(
         "worker start",
         "config set",
         "config import",
-        "config reset",
         "queue add",
         "schedule add",
         "restore",
@@ -77,7 +76,9 @@ CREATES_HOME: Final = frozenset(
 )
 """Commands that put something in the home, and so may create it. Every other command
 needs an existing home: a mistyped ``--home`` is an error, not a new empty home. (An empty
-folder, such as a fresh container volume, counts as a home and is set up by any command.)"""
+folder, such as a fresh container volume, counts as a home and is set up by any command.)
+``config reset`` is not one: putting a home that does not exist back to its defaults means
+the ``--home`` was mistyped. ``backup`` only reads."""
 
 
 class Context:

@@ -241,6 +241,8 @@ def config_import(ctx: Context, file: str) -> None:
             err=True,
         )
     ctx.store.write_config(lambda stored: {**stored, **values})
+    if values.get("on-finish"):
+        ctx.store.hooks.enable(per_job=False)  # as config set: hooks from now on
     for key, value in values.items():
         click.echo(f"{key} = {value}")
 

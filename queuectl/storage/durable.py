@@ -180,7 +180,8 @@ def sync_all(fds: list[int], paths: list[Path]) -> None:
 def syncfs_path(path: str | os.PathLike[str]) -> None:
     """Flush the whole filesystem holding ``path`` (a folder of many new files, written
     without an fsync each: one call instead of thousands). Falls back to ``os.sync``."""
-    if _syncfs is None:
+    syncfs = _libc_function("syncfs")
+    if syncfs is None:
         os.sync()
         return
     try:
@@ -188,8 +189,8 @@ def syncfs_path(path: str | os.PathLike[str]) -> None:
     except OSError as exc:
         raise _storage_error("open directory", path, exc) from exc
     try:
-        if _syncfs(fd) != 0:
-            err = ctypes.get_errno()
+        if syncfs(fd) != 0:
+            err = _errno()
             raise _storage_error("syncfs", path, OSError(err, os.strerror(err)))
     finally:
         os.close(fd)
