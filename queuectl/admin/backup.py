@@ -10,15 +10,18 @@ read from the journal, up to a cut:
    before the cut (enqueue journals first), and every outcome before the cut is complete.
 2. Replay the journal up to the cut (``storage.replay``: the highest (generation, rev) per
    id wins) and write each job file from its winning record, exactly as ``journal rebuild``
-   would: one file per job, in one folder, never torn. Queue files come from the
-   ``queue:<name>`` winners the same way.
+   would: one file per job, in one folder, never torn. Queue and schedule files come from
+   the ``queue:<name>`` and ``schedule:<name>`` winners the same way (``hook:<id>`` records
+   are history, not state: they stay in the journal only).
 3. A job that was running at the cut (its processing/ copy is its winning record: claims
    are not journaled) is written as its worker would find it after a crash:
    ``scheduler.worker_lost`` (pending again, or dead after its last retry, the attempt
    counted), with the matching ``recovered`` record appended to the archive's journal, so
    that the restored home's journal and folders agree.
-4. Copy the journal files up to the cut (their checksums verified), config.json, and with
-   ``--logs`` the output logs of the jobs in the backup.
+4. Copy the journal files up to the cut (their checksums verified), config.json, the
+   completion hooks' state (``hooks/enabled``, and ``hooks/cursor.json`` no further than
+   the cut, so the restored home runs no hook twice that the source had run before the cut
+   and misses none after it), and with ``--logs`` the output logs of the jobs in the backup.
 
 Compaction is held off (``Journal.reading``) for the whole backup, so no journal file goes
 away while it is read. The archive's layout is ``storage.archive``'s; what is in it is
@@ -38,16 +41,18 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from queuectl import __version__
+from queuectl.admin.rebuild import named_stores, split
 from queuectl.config import backoff_policy
 from queuectl.errors import InvalidJob, JournalCorrupt, QueueError, UsageError
 from queuectl.job import ID_PATTERN, Job, JobState, format_time, parse_time, utcnow
 from queuectl.scheduler import worker_lost
 from queuectl.storage.archive import MAX_MEMBER_BYTES, ArchiveWriter
 from queuectl.storage.events import Event, job_entry
+from queuectl.storage.hooks import Cursor
 from queuectl.storage.jobfile import read_job
 from queuectl.storage.journal import clean_end, verify_prefix
 from queuectl.storage.journal_index import LENGTH, OFFSET
-from queuectl.storage.queues import Queue
+from queuectl.storage.named import NamedStore
 from queuectl.storage.records import decode_line
 from queuectl.storage.replay import Replay, Winner
 from queuectl.storage.store import Store
@@ -65,7 +70,6 @@ __all__ = [
 FORMAT: Final = "queuectl-backup"
 VERSION: Final = 1
 MANIFEST: Final = "queuectl-backup.json"
-QUEUE_PREFIX: Final = "queue:"
 CLAIMABLE: Final = frozenset({JobState.PENDING.value, JobState.FAILED.value})
 LOG_NAME: Final = re.compile(r"[0-9]{1,9}\.(out|err)")
 
@@ -91,6 +95,9 @@ class BackupReport:
     unjournaled: list[str] = field(default_factory=list)
     """Job files the journal does not know (left out: the journal is the source)."""
     queues: int = 0
+    schedules: int = 0
+    hooks: dict[str, bool] = field(default_factory=dict)
+    """Which completion-hook files it holds: ``enabled``, ``cursor``."""
     journal_files: int = 0
     journal_records: int = 0
     log_files: int = 0
@@ -147,17 +154,20 @@ def backup(
         cut = take_cut(store)
         counts = _verify(cut)
         best = _replay(store, cut, counts)
-        jobs = {k: v for k, v in best.items() if not k.startswith(QUEUE_PREFIX) and not v.gone}
-        queues = {
-            k[len(QUEUE_PREFIX) :]: v
-            for k, v in best.items()
-            if k.startswith(QUEUE_PREFIX) and not v.gone
+        every_job, every_named = split(best)
+        jobs = {k: v for k, v in every_job.items() if not v.gone}
+        named = {
+            kind: {k: v for k, v in winners.items() if not v.gone}
+            for kind, winners in every_named.items()
         }
+        hooks = _hook_files(store, cut)
         if on_total:
             on_total(2 * len(jobs))
         with tempfile.TemporaryFile(dir=target.parent) as spool:
             plan = _plan_jobs(store, cut, jobs, policy, spool, step)
-            report = _write(store, target, cut, counts, plan, queues, settings, logs, spool, step)
+            report = _write(
+                store, target, cut, counts, plan, named, hooks, settings, logs, spool, step
+            )
     report.unjournaled = _unjournaled(store, cut, best)
     return report
 
@@ -327,14 +337,20 @@ def _write(
     cut: Cut,
     counts: dict[Path, int],
     plan: _Plan,
-    queues: dict[str, Winner],
+    named: dict[str, dict[str, Winner]],
+    hooks: dict[str, bytes],
     settings: dict[str, Any] | None,
     logs: bool,
     spool: IO[bytes],
     step: Callable[[int], None],
 ) -> BackupReport:
     now = cut.taken_at.timestamp()
-    queue_files = _queue_files(store, queues)
+    named_files = [
+        (f"{kind.folder}/{name}.json", data)
+        for kind in named_stores(store)
+        for name, data in _named_files(store, kind, named[kind.kind])
+    ]
+    hook_files = [(f"hooks/{name}", data) for name, data in sorted(hooks.items())]
     journal = _journal_members(cut, plan)
     log_files = _log_files(store, {p.job_id for p in plan.jobs}) if logs else []
     config = None if settings is None else (json.dumps(settings, indent=2) + "\n").encode()
@@ -343,18 +359,21 @@ def _write(
         report.jobs[planned.state] = report.jobs.get(planned.state, 0) + 1
     report.recovered = [job_id for job_id, _ in plan.recovered]
     report.skipped = plan.skipped
-    report.queues = len(queue_files)
+    report.queues = sum(1 for name, _ in named_files if name.startswith("queues/"))
+    report.schedules = sum(1 for name, _ in named_files if name.startswith("schedules/"))
+    report.hooks = {name: name in hooks for name in ("enabled", "cursor.json")}
     report.journal_files = len(journal)
     report.journal_records = sum(counts.values()) + len(plan.recovered)
     report.log_files = len(log_files)
     sizes = (
         plan.bytes
-        + sum(len(data) for _, data in queue_files)
+        + sum(len(data) for _, data in (*named_files, *hook_files))
         + sum(size + len(extra) for _, _, size, extra in journal)
         + sum(size for _, _, size in log_files)
         + (len(config) if config is not None else 0)
     )
-    report.members = len(plan.jobs) + len(queue_files) + len(journal) + len(log_files)
+    report.members = len(plan.jobs) + len(named_files) + len(hook_files)
+    report.members += len(journal) + len(log_files)
     report.members += config is not None
     manifest = _manifest(store, cut, report, sizes, logs, config is not None)
     writer = ArchiveWriter(target)
@@ -364,8 +383,8 @@ def _write(
             writer.add_bytes("config.json", config, now)
         for name, source, size, extra in journal:  # first: restore checks files against it
             _add_journal_file(writer, name, source, size, extra, now)
-        for name, data in queue_files:
-            writer.add_bytes(f"queues/{name}.json", data, now)
+        for name, data in (*named_files, *hook_files):
+            writer.add_bytes(name, data, now)
         spool.seek(0)
         for planned in plan.jobs:
             data = spool.read(planned.length)
@@ -394,6 +413,8 @@ def _manifest(
         "jobs": {state.value: report.jobs.get(state.value, 0) for state in JobState},
         "recovered": report.recovered,
         "queues": report.queues,
+        "schedules": report.schedules,
+        "hooks": {"enabled": report.hooks["enabled"], "cursor": report.hooks["cursor.json"]},
         "journal": {"files": report.journal_files, "records": report.journal_records},
         "log_files": report.log_files,
         "members": report.members,
@@ -402,17 +423,47 @@ def _manifest(
     return (json.dumps(manifest, indent=2) + "\n").encode()
 
 
-def _queue_files(store: Store, queues: dict[str, Winner]) -> list[tuple[str, bytes]]:
+def _named_files(
+    store: Store, kind: NamedStore[Any], winners: dict[str, Winner]
+) -> list[tuple[str, bytes]]:
+    """(name, file) of each queue or schedule, from its winning record, laid out as
+    ``NamedStore.write_file`` writes it."""
     out = []
-    for name, winner in sorted(queues.items()):
+    for name, winner in sorted(winners.items()):
         record = store.journal.read_at(winner.source, winner.offset, winner.length)
         try:
-            queue = Queue.from_dict(record.get("queue") if record else None)
+            item = kind.model.from_dict(record.get(kind.kind) if record else None)
         except InvalidJob:
             continue
-        if queue.name == name:
-            out.append((name, (json.dumps(queue.to_dict(), indent=2) + "\n").encode()))
+        if item.name == name:
+            out.append((name, (json.dumps(item.to_dict(), indent=2) + "\n").encode()))
     return out
+
+
+def _hook_files(store: Store, cut: Cut) -> dict[str, bytes]:
+    """The completion hooks' state as of the cut: ``enabled`` as it is, the cursor moved
+    back to the cut if the runner has read past it (those records are not in the backup)."""
+    files: dict[str, bytes] = {}
+    if os.path.lexists(store.hooks.directory / "enabled"):
+        files["enabled"] = b""
+    cursor = store.hooks.cursor()
+    if cursor is not None:
+        files["cursor.json"] = cursor_file(_clamp(cursor, cut))
+    return files
+
+
+def _clamp(cursor: Cursor, cut: Cut) -> Cursor:
+    logs = [s for s in cut.sources if s.suffix == ".log"]
+    if not logs:
+        return cursor
+    last = int(logs[-1].stem)
+    if cursor.segment > last or (cursor.segment == last and cursor.offset > cut.ends[logs[-1]]):
+        return Cursor(last, cut.ends[logs[-1]])
+    return cursor
+
+
+def cursor_file(cursor: Cursor) -> bytes:
+    return json.dumps({"segment": cursor.segment, "offset": cursor.offset}).encode()
 
 
 def _journal_members(cut: Cut, plan: _Plan) -> list[tuple[str, Path | None, int, bytes]]:

@@ -12,10 +12,12 @@ there as a whole:
   or ``.snap``, ``queues/<name>.json``, ``config.json``, ``logs/<id>/<run>.out|.err``)
   and a size its kind allows; every job file is a valid job of that folder and name, in
   one folder only; every journal record's checksum holds; config.json is valid settings;
-- the job and queue files are exactly the winners of the archive's own journal (the same
-  job, byte for byte as a rebuild would write it; the journal comes first in the archive,
-  so each file is compared as it arrives), so the restored home passes ``fsck`` and
-  ``journal rebuild`` finds nothing to change.
+- the job, queue and schedule files are exactly the winners of the archive's own journal
+  (the same object, byte for byte as a rebuild would write it; the journal comes first in
+  the archive, so each file is compared as it arrives), so the restored home passes
+  ``fsck`` and ``journal rebuild`` finds nothing to change;
+- the completion hooks' files are ``hooks/enabled`` (empty) and ``hooks/cursor.json`` (a
+  place in one of the archive's journal segments).
 
 Only then is the staged tree moved into place (``Staging.install``: the old contents, for
 ``--force``, are moved aside first and removed last; ``locks/`` stays). On any failure the
@@ -53,6 +55,7 @@ from queuectl.storage.queues import Queue
 from queuectl.storage.records import decode_line
 from queuectl.storage.registry import live_workers
 from queuectl.storage.replay import Replay, Winner
+from queuectl.storage.schedules import Schedule
 from queuectl.storage.unique import entry_data, entry_name
 
 __all__ = ["RestoreReport", "Target", "inspect_target", "restore"]
@@ -61,19 +64,28 @@ KEEP: Final = ("locks",)
 """Kept when a home's contents are replaced: lock files are never deleted (filelock #27)."""
 
 SMALL_BYTES: Final = 64 << 10
+NAMED_BYTES: Final = 256 << 10
+"""A queue or schedule file (a schedule holds a job's fields, command up to 128 KiB)."""
+NAMED: Final[dict[str, tuple[str, Any]]] = {
+    "queues": ("queue", Queue),
+    "schedules": ("schedule", Schedule),
+}
+"""Folder -> (record key and index prefix, model) of the named objects (``storage.named``)."""
 _STATES: Final = "|".join(STATE_DIRS)
 _ID: Final = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 LAYOUT: Final = {
     "job": re.compile(rf"(?P<state>{_STATES})/(?P<id>{_ID})\.json"),
     "journal": re.compile(r"journal/[0-9]{8}\.(log|snap)"),
-    "queue": re.compile(rf"queues/(?P<id>{_ID})\.json"),
+    "named": re.compile(rf"(?P<folder>queues|schedules)/(?P<id>{_ID})\.json"),
+    "hooks": re.compile(r"hooks/(?P<id>enabled|cursor\.json)"),
     "config": re.compile(r"config\.json"),
     "log": re.compile(rf"logs/(?P<id>{_ID})/[0-9]{{1,9}}\.(out|err)"),
 }
 LIMITS: Final = {
     "job": MAX_JOB_FILE_BYTES,
     "journal": MAX_MEMBER_BYTES,
-    "queue": SMALL_BYTES,
+    "named": NAMED_BYTES,
+    "hooks": 4096,
     "config": SMALL_BYTES,
     "log": MAX_MEMBER_BYTES,
 }
@@ -134,6 +146,7 @@ class RestoreReport:
     manifest: dict[str, Any]
     jobs: dict[str, int] = field(default_factory=dict)
     queues: int = 0
+    schedules: int = 0
     journal_records: int = 0
     log_files: int = 0
     replaced: bool = False
@@ -215,7 +228,8 @@ class _Seen:
         """id -> folder"""
         self.unique: dict[str, tuple[int, str]] = {}
         """unique key -> (generation, id) of the newest job that has it"""
-        self.queues: set[str] = set()
+        self.named: dict[str, set[str]] = {folder: set() for folder in NAMED}
+        self.hooks: set[str] = set()
         self.journal_files: list[str] = []
         self.journal_records = 0
         self.winners: dict[str, Winner] | None = None
@@ -340,9 +354,14 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
         _count(journal.get(k)) for k in ("files", "records")
     ):
         return "'journal' must give files and records"
-    for key in ("queues", "log_files", "members", "bytes"):
+    for key in ("queues", "schedules", "log_files", "members", "bytes"):
         if not _count(manifest.get(key)):
             return f"{key!r} must be a count"
+    hooks = manifest.get("hooks")
+    if not isinstance(hooks, dict) or not all(
+        isinstance(hooks.get(k), bool) for k in ("enabled", "cursor")
+    ):
+        return "'hooks' must say whether enabled and cursor are there"
     if not isinstance(manifest.get("config"), bool):
         return "'config' must be true or false"
     recovered = manifest.get("recovered")
@@ -400,8 +419,10 @@ def _take(member: Member, seen: _Seen) -> None:
     elif kind == "log":
         seen.logs += 1
         seen.staging.write(member.name, member, member.mtime)
-    elif kind == "queue":
-        _take_queue(member, found["id"], seen)
+    elif kind == "named":
+        _take_named(member, found["folder"], found["id"], seen)
+    elif kind == "hooks":
+        _take_hooks(member, found["id"], seen)
     else:
         _take_job(member, found["state"], found["id"], seen)
 
@@ -421,23 +442,56 @@ def _read_all(member: Member) -> bytes:
     return b"".join(parts)
 
 
-def _take_queue(member: Member, name: str, seen: _Seen) -> None:
+def _take_named(member: Member, folder: str, name: str, seen: _Seen) -> None:
+    """A queue or schedule file: valid, laid out as queuectl writes it, and the object of
+    its winning journal record."""
+    kind, model = NAMED[folder]
     data = _read_all(member)
     try:
-        queue = Queue.from_dict(json.loads(data))
+        item: Any = model.from_dict(json.loads(data))
     except (ValueError, RecursionError, InvalidJob) as exc:
-        raise seen.bad(f"{member.name} is not a valid queue: {exc}") from None
-    winner = seen.close_journal().get(f"queue:{name}")
+        raise seen.bad(f"{member.name} is not a valid {kind}: {exc}") from None
+    winner = seen.close_journal().get(f"{kind}:{name}")
     recorded = None
     if winner is not None and not winner.gone:
-        record = seen.record(winner)
+        recorded = _winning_named(seen, winner, kind, model)
+    laid_out = (json.dumps(item.to_dict(), indent=2) + "\n").encode()
+    if item.name != name or item != recorded or data != laid_out:
+        raise seen.bad(f"{kind} {name!r} disagrees with its journal")
+    seen.named[folder].add(name)
+    seen.staging.write_bytes(member.name, data)
+
+
+def _winning_named(seen: _Seen, winner: Winner, kind: str, model: Any) -> Any | None:
+    record = seen.record(winner)
+    try:
+        return model.from_dict(record.get(kind) if record else None)
+    except InvalidJob:
+        return None
+
+
+def _take_hooks(member: Member, name: str, seen: _Seen) -> None:
+    """``hooks/enabled`` is empty; ``hooks/cursor.json`` names a place in one of the
+    archive's journal segments, at most its end."""
+    data = _read_all(member)
+    if name == "enabled":
+        if data:
+            raise seen.bad("hooks/enabled is not empty")
+    else:
+        seen.close_journal()
         try:
-            recorded = Queue.from_dict(record.get("queue") if record else None)
-        except InvalidJob:
-            recorded = None
-    if queue.name != name or queue != recorded:
-        raise seen.bad(f"queue {name!r} disagrees with its journal")
-    seen.queues.add(name)
+            cursor = json.loads(data)
+        except (ValueError, RecursionError):
+            raise seen.bad("hooks/cursor.json is not valid JSON") from None
+        if not isinstance(cursor, dict) or set(cursor) != {"segment", "offset"}:
+            raise seen.bad("hooks/cursor.json must give a segment and an offset")
+        segment, offset = cursor["segment"], cursor["offset"]
+        if not (_count(segment) and _count(offset)) or segment < 1:
+            raise seen.bad("hooks/cursor.json must give a segment and an offset")
+        path = seen.staging.root / "journal" / f"{segment:08d}.log"
+        if path.exists() and offset > path.stat().st_size:
+            raise seen.bad("hooks/cursor.json points past the end of its journal segment")
+    seen.hooks.add(name)
     seen.staging.write_bytes(member.name, data)
 
 
@@ -488,18 +542,30 @@ def _finish(seen: _Seen) -> RestoreReport:
             f"it does not hold the jobs its manifest lists (manifest: {_counts(declared)}; "
             f"archive: {_counts(report.jobs)})"
         )
-    if len(seen.queues) != seen.manifest["queues"] or seen.config != seen.manifest["config"]:
-        raise seen.bad("it does not hold the queues and settings its manifest lists")
+    named = {folder: len(names) for folder, names in seen.named.items()}
+    if named != {"queues": seen.manifest["queues"], "schedules": seen.manifest["schedules"]}:
+        raise seen.bad("it does not hold the queues and schedules its manifest lists")
+    if seen.config != seen.manifest["config"]:
+        raise seen.bad("it does not hold the settings its manifest lists")
+    hooks = seen.manifest["hooks"]
+    if seen.hooks != {
+        n for n, key in (("enabled", "enabled"), ("cursor.json", "cursor")) if hooks[key]
+    }:
+        raise seen.bad("it does not hold the completion hooks' files its manifest lists")
     if seen.logs > seen.manifest["log_files"]:
         raise seen.bad("it holds more log files than its manifest says")
+    folders = {kind: folder for folder, (kind, _model) in NAMED.items()}
     for name, winner in winners.items():
         if winner.gone:
             continue
-        if name.startswith("queue:"):
-            if name[len("queue:") :] not in seen.queues and _valid_queue(seen, winner):
+        kind, colon, rest = name.partition(":")
+        if not colon:
+            if name not in seen.jobs and _valid_job(seen, winner):
+                raise seen.bad(f"job {name!r} is in its journal but has no file")
+        elif kind in folders and rest not in seen.named[folders[kind]]:
+            model = NAMED[folders[kind]][1]
+            if _winning_named(seen, winner, kind, model) is not None:
                 raise seen.bad(f"{name} is in its journal but has no file")
-        elif name not in seen.jobs and _valid_job(seen, winner):
-            raise seen.bad(f"job {name!r} is in its journal but has no file")
     if seen.config:
         try:
             Config(seen.staging.root / "config.json").stored()
@@ -507,7 +573,8 @@ def _finish(seen: _Seen) -> RestoreReport:
             raise seen.bad(f"its config.json cannot be used ({exc})") from None
     for key, (_gen, job_id) in seen.unique.items():
         seen.staging.write_bytes(f"unique/{entry_name(key)}", entry_data(key, job_id))
-    report.queues, report.log_files = len(seen.queues), seen.logs
+    report.queues, report.schedules = named["queues"], named["schedules"]
+    report.log_files = seen.logs
     report.journal_records = seen.journal_records
     return report
 
@@ -523,13 +590,5 @@ def _valid_job(seen: _Seen, winner: Winner) -> bool:
     data = record.get("job") if record else None
     try:
         return isinstance(data, dict) and Job.from_dict(data) is not None
-    except InvalidJob:
-        return False
-
-
-def _valid_queue(seen: _Seen, winner: Winner) -> bool:
-    record = seen.record(winner)
-    try:
-        return Queue.from_dict(record.get("queue") if record else None) is not None
     except InvalidJob:
         return False

@@ -9,8 +9,7 @@ from typing import Any
 import click
 
 from queuectl.cli.main import Context, pass_context
-from queuectl.cli.render import note, progress
-from queuectl.errors import UsageError
+from queuectl.cli.render import note, print_json, progress
 
 
 def _counts(jobs: dict[str, int]) -> str:
@@ -21,8 +20,9 @@ def _counts(jobs: dict[str, int]) -> str:
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--logs", is_flag=True, help="Include the output logs of the jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was backed up as JSON.")
 @pass_context
-def backup(ctx: Context, file: Path, logs: bool) -> None:
+def backup(ctx: Context, file: Path, logs: bool, as_json: bool) -> None:
     """Write the home to FILE (.tar.gz) while workers keep running.
 
     Every job accepted before the backup started is in it, once, as the journal last
@@ -33,13 +33,29 @@ def backup(ctx: Context, file: Path, logs: bool) -> None:
     with progress("backing up") as bar:
         report = run_backup(ctx.store, file, logs=logs, progress=bar.update, on_total=bar.set_total)
     total = sum(report.jobs.values())
-    click.echo(
-        f"backed up {total} job(s) ({_counts(report.jobs)}), {report.queues} queue(s), "
-        f"{report.journal_records} journal record(s)"
-        + (f", {report.log_files} log file(s)" if logs else "")
-        + f" to {file} ({report.size} bytes)"
-    )
-    if report.recovered:
+    if as_json:
+        print_json(
+            {
+                "file": str(file),
+                "bytes": report.size,
+                "jobs": report.jobs,
+                "queues": report.queues,
+                "schedules": report.schedules,
+                "journal_records": report.journal_records,
+                "log_files": report.log_files if logs else None,
+                "recovered": report.recovered,
+                "unjournaled": report.unjournaled,
+                "skipped": report.skipped,
+            }
+        )
+    else:
+        click.echo(
+            f"backed up {total} job(s) ({_counts(report.jobs)}), {_named(report)}, "
+            f"{report.journal_records} journal record(s)"
+            + (f", {report.log_files} log file(s)" if logs else "")
+            + f" to {file} ({report.size} bytes)"
+        )
+    if report.recovered and not as_json:
         click.echo(
             f"{len(report.recovered)} running job(s) saved as their worker would find them "
             f"after a crash (the attempt counts as lost): {_ids(report.recovered)}"
@@ -53,6 +69,10 @@ def backup(ctx: Context, file: Path, logs: bool) -> None:
         note(f"left out {job_id}: its journal record is not a valid job")
 
 
+def _named(report: Any) -> str:
+    return f"{report.queues} queue(s), {report.schedules} schedule(s)"
+
+
 def _ids(ids: list[str]) -> str:
     return ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
 
@@ -61,31 +81,29 @@ def _ids(ids: list[str]) -> str:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace the contents of a home that is not empty.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before replacing (with --force).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was restored as JSON.")
 @pass_context
-def restore(ctx: Context, file: Path, force: bool, yes: bool) -> None:
+def restore(ctx: Context, file: Path, force: bool, yes: bool, as_json: bool) -> None:
     """Restore a backup FILE into the home (--home): an empty or new one, or, with --force,
     one whose contents it replaces (workers must be stopped)."""
     from queuectl.admin.restore import Target, inspect_target
     from queuectl.admin.restore import restore as run_restore
+    from queuectl.cli.render import confirm as ask
     from queuectl.storage.home import resolve_home
 
     root = resolve_home(ctx.home_option)
     target = inspect_target(root)
     if force and not yes and not target.empty and not sys.stdin.isatty():
-        raise UsageError(
-            f"--force would replace the contents of {root}, and there is no terminal to "
-            "confirm on; add --yes to do it"
-        )
+        ask(f"replacing the contents of {root}")  # refuses at once, before reading FILE
 
     def confirm(current: Target, manifest: dict[str, Any]) -> bool:
-        if yes:
-            return True
-        jobs = sum(manifest["jobs"].values())
-        return click.confirm(
-            f"Replace the contents of {current.root} ({current.jobs} job file(s)) with the "
-            f"backup of {manifest['created_at']} ({jobs} job(s))?",
-            err=True,
-        )
+        if not yes:
+            jobs = sum(manifest["jobs"].values())
+            ask(
+                f"Replace the contents of {current.root} ({current.jobs} job file(s)) with "
+                f"the backup of {manifest['created_at']} ({jobs} job(s))"
+            )
+        return True
 
     with progress("restoring") as bar:
         report = run_restore(
@@ -97,8 +115,23 @@ def restore(ctx: Context, file: Path, force: bool, yes: bool) -> None:
             on_total=bar.set_total,
         )
     total = sum(report.jobs.values())
+    if as_json:
+        print_json(
+            {
+                "home": str(root),
+                "backup_created_at": report.manifest["created_at"],
+                "replaced": report.replaced,
+                "jobs": report.jobs,
+                "queues": report.queues,
+                "schedules": report.schedules,
+                "journal_records": report.journal_records,
+                "log_files": report.log_files,
+                "recovered": report.recovered,
+            }
+        )
+        return
     click.echo(
-        f"restored {total} job(s) ({_counts(report.jobs)}), {report.queues} queue(s), "
+        f"restored {total} job(s) ({_counts(report.jobs)}), {_named(report)}, "
         f"{report.journal_records} journal record(s), {report.log_files} log file(s) "
         f"from the backup of {report.manifest['created_at']} into {root}"
     )
