@@ -870,3 +870,132 @@ def test_every_kind_of_object_survives_the_round_trip(
     # The restored home works: the unique key is still held, and a release runs.
     again = cli_ok(target, "add", "--queue", "slow", "--unique-key", "k1", "true")
     assert again.strip() == "waiting"
+
+
+# ---------------------------------------------------------------------- SIGKILL midway
+
+KILL_AT = """
+import os, signal, sys, importlib
+target, nth = sys.argv[1], int(sys.argv[2])
+module_name, _, attribute = target.rpartition(":")
+owner = importlib.import_module(module_name)
+path = attribute.split(".")
+for name in path[:-1]:
+    owner = getattr(owner, name)
+original = getattr(owner, path[-1])
+calls = [0]
+def killing(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, **kwargs)
+setattr(owner, path[-1], killing)
+sys.argv = ["queuectl", *sys.argv[3:]]
+from queuectl.cli.main import main
+main()
+"""
+"""Runs queuectl with one function replaced so that its n-th call SIGKILLs the process
+(a real SIGKILL at a chosen point: no handler, no finally block runs)."""
+
+
+def killed_at(point: str, nth: int, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", KILL_AT, point, str(nth), "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def snapshot(home: Path) -> dict[str, object]:
+    """What a home holds, as a user sees it: jobs per folder with their bytes, queues,
+    config."""
+    return {
+        "jobs": tree_bytes(home, JOB_FOLDERS),
+        "named": tree_bytes(home, ("queues", "schedules")),
+        "config": (home / "config.json").read_bytes() if (home / "config.json").exists() else None,
+    }
+
+
+BACKUP_KILLS = [
+    ("queuectl.storage.archive:ArchiveWriter.add_bytes", 1),  # the manifest
+    ("queuectl.storage.archive:ArchiveWriter.add_file", 1),  # the journal
+    ("queuectl.storage.archive:ArchiveWriter.add_bytes", 5),  # among the jobs
+    ("queuectl.storage.archive:ArchiveWriter.commit", 1),  # written, not yet synced
+    ("queuectl.storage.archive:fsync_dir", 1),  # renamed into place, folder not synced
+]
+
+
+@pytest.mark.parametrize(("point", "nth"), BACKUP_KILLS, ids=lambda v: str(v).split(".")[-1])
+def test_a_backup_killed_midway_leaves_no_half_archive_under_the_name(
+    small: Store, tmp_path: Path, point: str, nth: int
+) -> None:
+    archive = tmp_path / "b.tar.gz"
+    old = tmp_path / "old.tar.gz"
+    assert run_cli(small.home.root, "backup", str(old)).returncode == 0
+    enqueue(small, {"id": "newer", "command": "true"})  # the new archive differs from the old
+    archive.write_bytes(old.read_bytes())
+    result = killed_at(point, nth, small.home.root, "backup", str(archive))
+    assert result.returncode == -9, result.stderr
+    data = archive.read_bytes()
+    if data != old.read_bytes():  # killed after the rename: the new archive, whole
+        assert "pending/newer.json" in members(archive)
+        target = tmp_path / "restored"
+        assert run_cli(target, "restore", str(archive)).returncode == 0
+        assert_sound(target, 6)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".b.tar.gz.")]
+    again = run_cli(small.home.root, "backup", str(archive))
+    assert again.returncode == 0, again.stderr
+    assert "pending/newer.json" in members(archive)
+    assert len(leftovers) <= 1  # the dead backup's hidden tmp file, never the name given
+
+
+RESTORE_KILLS = [
+    ("queuectl.storage.archive:Staging.write_bytes", 3),  # staging the jobs
+    ("queuectl.storage.archive:Staging.sync", 1),  # staged, before the commit
+    *[("os:rename", n) for n in (1, 2, 3, 6, 9, 12, 15, 18, 21)],  # the commit and moves
+    ("queuectl.storage.archive:shutil.rmtree", 1),  # installed, old contents not yet gone
+]
+
+
+@pytest.mark.parametrize(("point", "nth"), RESTORE_KILLS, ids=lambda v: str(v).split(":")[-1])
+def test_a_restore_killed_midway_leaves_the_home_as_it_was_or_restored(
+    two_homes: tuple[Path, Path], small: Store, tmp_path: Path, point: str, nth: int
+) -> None:
+    archive, other = two_homes
+    before = snapshot(other)
+    wanted = snapshot(small.home.root)
+    result = killed_at(point, nth, other, "restore", "--force", "--yes", str(archive))
+    assert result.returncode == -9, result.stderr  # every point is reached
+    status = run_cli(other, "status", "--json")  # any command finishes a committed install
+    assert status.returncode == 0, status.stderr
+    now = snapshot(other)
+    assert now in (before, wanted), f"a mix after a kill at {point} #{nth}"
+    assert not [p.name for p in other.iterdir() if p.name.startswith(".restore")]
+    checked = run_cli(other, "fsck")
+    assert checked.returncode == 0, checked.stdout
+    if now == wanted:
+        assert_sound(other, 5)
+    again = run_cli(other, "restore", "--force", "--yes", str(archive))
+    assert again.returncode == 0, again.stderr
+    assert snapshot(other) == wanted
+
+
+@pytest.mark.parametrize("nth", [1, 4, 12])
+def test_a_restore_into_a_new_home_killed_midway_can_simply_be_run_again(
+    two_homes: tuple[Path, Path], tmp_path: Path, nth: int
+) -> None:
+    archive, _ = two_homes
+    fresh = tmp_path / "fresh"
+    result = killed_at("os:rename", nth, fresh, "restore", str(archive))
+    assert result.returncode in (-9, 0), result.stderr
+    if fresh.exists():  # any command finishes a committed install, or drops a dead staging
+        assert run_cli(fresh, "status").returncode == 0
+        assert not [p.name for p in fresh.iterdir() if p.name.startswith(".restore")]
+    jobs = tree_bytes(fresh, JOB_FOLDERS) if fresh.exists() else {}
+    again = run_cli(fresh, "restore", str(archive))
+    if jobs:  # the kill came after the commit: the home was restored whole
+        assert len(jobs) == 5 and again.returncode == 1 and "not empty" in again.stderr
+    else:  # before it: nothing of the backup counts, and the restore runs as into a new home
+        assert again.returncode == 0, again.stderr
+    assert_sound(fresh, 5)

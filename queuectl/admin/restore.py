@@ -19,9 +19,11 @@ there as a whole:
 - the completion hooks' files are ``hooks/enabled`` (empty) and ``hooks/cursor.json`` (a
   place in one of the archive's journal segments).
 
-Only then is the staged tree moved into place (``Staging.install``: the old contents, for
-``--force``, are moved aside first and removed last; ``locks/`` stays). On any failure the
-staging folder is removed, and a home the restore created is removed again. The unique-key
+Only then is the staged tree moved into place (``Staging.install``: one rename commits it,
+then the old contents, for ``--force``, are moved aside and the new ones in, rolled forward
+by the next command to open the home if a crash interrupts it; ``locks/`` stays). One
+restore at a time per home (a flock of the home folder). On any failure the staging folder is
+removed, and a home the restore created is removed again. The unique-key
 entries (``unique/``) are not in the archive: they are derived from the jobs here.
 """
 
@@ -43,10 +45,13 @@ from queuectl.errors import BadArchive, InvalidJob, JournalCorrupt, QueueError
 from queuectl.job import ID_PATTERN, Job, JobState, parse_object
 from queuectl.storage.archive import (
     MAX_MEMBER_BYTES,
+    STAGING_PREFIX,
     Member,
     Staging,
     TarReader,
+    recover,
     remove_empty_tree,
+    restore_lock,
 )
 from queuectl.storage.home import STATE_DIRS, Home
 from queuectl.storage.jobfile import MAX_JOB_FILE_BYTES
@@ -59,9 +64,6 @@ from queuectl.storage.schedules import Schedule
 from queuectl.storage.unique import entry_data, entry_name
 
 __all__ = ["RestoreReport", "Target", "inspect_target", "restore"]
-
-KEEP: Final = ("locks",)
-"""Kept when a home's contents are replaced: lock files are never deleted (filelock #27)."""
 
 SMALL_BYTES: Final = 64 << 10
 NAMED_BYTES: Final = 256 << 10
@@ -121,8 +123,8 @@ def inspect_target(root: Path) -> Target:
     target.is_home = (root / "journal").is_dir() and (root / "pending").is_dir()
     for folder, dirs, files in os.walk(root):
         top = Path(folder).relative_to(root).parts[:1]
-        if top in (("locks",), ("workers",)):
-            continue
+        if top in (("locks",), ("workers",)) or (top and top[0].startswith(STAGING_PREFIX)):
+            continue  # a restore's staging folder left by a crash: recover removes it
         target.files += sum(1 for d in dirs if os.path.islink(os.path.join(folder, d)))
         for name in files:
             if top == ("journal",) and _empty(os.path.join(folder, name)):
@@ -167,22 +169,40 @@ def restore(
 ) -> RestoreReport:
     """Restore ``archive`` into the home at ``root`` (module docstring). ``confirm`` is
     asked before a home that is not empty is replaced (with ``force``)."""
-    target = inspect_target(root)
-    if not target.empty and not force:
-        raise QueueError(
-            f"{root} is not empty ({target.jobs} job file(s), {target.files} file(s) in all); "
-            "restore into an empty or new home, or replace its contents with --force"
-        )
-    if not target.empty and not target.is_home:
-        raise QueueError(
-            f"refusing to replace the contents of {root}: it does not look like a queuectl "
-            "home (no journal/ and pending/ folders)"
-        )
-    _refuse_live_workers(root)
-    added = [root] if not target.exists else _missing_folders(root)
-    Home(root).ensure()
-    staging = Staging(root)
+    created = not os.path.lexists(root)
+    if not created and not root.is_dir():
+        raise QueueError(f"cannot restore into {root}: it is not a folder")
+    if not created and not any(n.startswith(STAGING_PREFIX) for n in os.listdir(root)):
+        _refuse(inspect_target(root), force)  # before anything is written (again, locked)
+    added = [root] if created else _missing_folders(root)
+    Home(root).ensure()  # finishes an install a crash interrupted
+    fd = restore_lock(root, wait=False)
+    if fd is None:
+        raise QueueError(f"another restore is running for {root}")
     try:
+        recover(root, locked=True)  # staging folders of restores that died
+        return _restore_locked(root, archive, force, confirm, progress, on_total)
+    except BaseException:
+        for folder in added:
+            remove_empty_tree(folder)
+        raise
+    finally:
+        os.close(fd)
+
+
+def _restore_locked(
+    root: Path,
+    archive: Path,
+    force: bool,
+    confirm: Callable[[Target, dict[str, Any]], bool] | None,
+    progress: Callable[[int], None] | None,
+    on_total: Callable[[int], None] | None,
+) -> RestoreReport:
+    target = inspect_target(root)
+    staging = None
+    try:
+        _refuse(target, force)
+        staging = Staging(root)
         report = _stage(staging, archive, progress, on_total)
         report.replaced = not target.empty
         staging.sync()
@@ -190,14 +210,28 @@ def restore(
             raise QueueError("nothing restored")
         with FileLock(root / "locks" / "journal.lock", thread_local=False):
             _refuse_live_workers(root)
-            staging.install(KEEP)
+            staging.install()
     except BaseException:
-        staging.discard()
-        for folder in added:
-            remove_empty_tree(folder)
+        if staging is not None:
+            staging.discard()
         raise
     Home(root).ensure()
     return report
+
+
+def _refuse(target: Target, force: bool) -> None:
+    root = target.root
+    if not target.empty and not force:
+        raise QueueError(
+            f"{root} is not empty ({target.jobs} job file(s), {target.files} file(s) in "
+            "all); restore into an empty or new home, or replace its contents with --force"
+        )
+    if not target.empty and not target.is_home:
+        raise QueueError(
+            f"refusing to replace the contents of {root}: it does not look like a "
+            "queuectl home (no journal/ and pending/ folders)"
+        )
+    _refuse_live_workers(root)
 
 
 def _missing_folders(root: Path) -> list[Path]:

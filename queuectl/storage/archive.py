@@ -17,8 +17,20 @@ a gzip CRC that does not match) ends the read with ``BadArchive`` (exit 2).
 
 Restoring (``Staging``): accepted members are written into ``<home>/.restore.<random>/``,
 inside the target home, so nothing is ever written anywhere else; only when everything was
-checked does ``install`` move the staged tree into place (the old contents are moved aside
-first and removed last). ``discard`` removes the staging folder after a failure.
+checked does ``install`` move the staged tree into place. ``discard`` removes the staging
+folder after a failure.
+
+Installing is all or nothing across a crash. The commit point is one rename: the synced
+staging folder becomes ``.restore.<random>.commit/`` (holding ``.names``, the entries it
+brings). Before it, the home is untouched (a plain ``.restore.<random>/`` left by a crash is
+garbage: ``recover`` removes it). After it, the install is rolled forward by whoever gets
+there first: the restore itself, or ``recover``, which ``Home.ensure`` calls when it sees a
+``.commit`` folder, so no command ever works on a half-installed home. Rolling forward is
+idempotent: every home entry that is not a lock folder, not a restore's own and not already
+installed from the commit folder goes aside into ``.restore.<random>.old/``, then each entry
+still in the commit folder is moved in, then both folders are removed. All of it runs under
+a flock of the home folder itself (``restore_lock``: no lock file to create in a home that a
+refused restore must leave as it was), so one process at a time restores or recovers it.
 """
 
 from __future__ import annotations
@@ -45,7 +57,10 @@ __all__ = [
     "Member",
     "Staging",
     "TarReader",
+    "pending_install",
+    "recover",
     "remove_empty_tree",
+    "restore_lock",
 ]
 
 MAX_MEMBER_BYTES: Final = 1 << 30
@@ -58,6 +73,11 @@ MAX_TRAILER_BYTES: Final = 1 << 20
 """Zero padding accepted after the end-of-archive blocks (tar pads to 10 KiB records)."""
 
 STAGING_PREFIX: Final = ".restore."
+COMMITTED: Final = ".commit"
+ASIDE: Final = ".old"
+NAMES: Final = ".names"
+KEEP: Final = ("locks",)
+"""Kept when a home's contents are replaced: lock files are never deleted (filelock #27)."""
 BLOCK: Final = 512
 RECORD: Final = 20 * BLOCK
 _CHUNK: Final = 1 << 20
@@ -561,27 +581,104 @@ class Staging:
         """Make every staged file durable at once (one syncfs, not one fsync per file)."""
         syncfs_path(self.root)
 
-    def install(self, keep: Collection[str]) -> None:
-        """Replace the home's contents by the staged tree. The home's entries (all but
-        ``keep`` and dot-entries of restores) are first moved aside into
-        ``<staging>.old``, then the staged entries are moved in, and the old ones removed
-        last: a crash midway leaves both trees inside the home, never a mix in one folder."""
-        aside = self.root.with_name(self.root.name + ".old")
-        os.mkdir(aside, 0o700)
-        for name in sorted(os.listdir(self.home_root)):
-            if name in keep or name in (self.root.name, aside.name):
-                continue
-            os.rename(self.home_root / name, aside / name)
-        fsync_dir(aside)
-        for name in sorted(os.listdir(self.root)):
-            if not name.startswith("."):
-                os.rename(self.root / name, self.home_root / name)
+    def install(self) -> None:
+        """Replace the home's contents by the staged tree (module docstring: the commit
+        rename, then the roll-forward). Call under ``restore_lock``."""
+        names = sorted(n for n in os.listdir(self.root) if not n.startswith("."))
+        _write_all_file(self.root / NAMES, ("\n".join(names) + "\n").encode())
+        fsync_dir(self.root)
+        committed = self.root.with_name(self.root.name + COMMITTED)
+        os.rename(self.root, committed)
         fsync_dir(self.home_root)
-        shutil.rmtree(aside, ignore_errors=True)
-        shutil.rmtree(self.root, ignore_errors=True)
+        self.root = committed
+        _roll_forward(self.home_root, committed)
 
     def discard(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Remove the staged tree, unless it was committed: from then on the install is
+        only ever rolled forward (``recover``), never undone."""
+        if not self.root.name.endswith(COMMITTED):
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def pending_install(names: Collection[str]) -> bool:
+    """Whether a home's entries include an install that a crash interrupted."""
+    return any(n.startswith(STAGING_PREFIX) and n.endswith(COMMITTED) for n in names)
+
+
+def restore_lock(home_root: Path, wait: bool) -> int | None:
+    """An open descriptor of the home folder, flock-ed (None: another process holds it and
+    ``wait`` is false). Closing it releases the lock."""
+    import fcntl
+
+    fd = os.open(home_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def recover(home_root: Path, locked: bool = False, wait: bool = True) -> None:
+    """Finish an install a crash interrupted and remove the staging folders of restores
+    that died before their commit (module docstring). Takes ``restore_lock`` unless the
+    caller holds it; without ``wait``, does nothing while a restore runs (its staging
+    folder is no garbage)."""
+    fd = None if locked else restore_lock(home_root, wait=wait)
+    if fd is None and not locked:
+        return
+    try:
+        entries = sorted(os.listdir(home_root))
+        for name in entries:
+            if name.startswith(STAGING_PREFIX) and name.endswith(COMMITTED):
+                _roll_forward(home_root, home_root / name)
+        for name in entries:
+            path = home_root / name
+            if name.startswith(STAGING_PREFIX) and not name.endswith(COMMITTED) and path.exists():
+                shutil.rmtree(path, ignore_errors=True)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _roll_forward(home_root: Path, committed: Path) -> None:
+    base = committed.name[: -len(COMMITTED)]
+    aside = home_root / (base + ASIDE)
+    os.makedirs(aside, mode=0o700, exist_ok=True)
+    try:
+        bringing = set(_read_names(committed / NAMES))
+    except FileNotFoundError:
+        bringing = set()
+    waiting = {n for n in os.listdir(committed) if not n.startswith(".")}
+    installed = bringing - waiting
+    for name in sorted(os.listdir(home_root)):
+        if name in KEEP or name.startswith(STAGING_PREFIX) or name in installed:
+            continue
+        os.rename(home_root / name, aside / name)
+    fsync_dir(aside)
+    for name in sorted(waiting):
+        os.rename(committed / name, home_root / name)
+    fsync_dir(home_root)
+    shutil.rmtree(aside, ignore_errors=True)
+    shutil.rmtree(committed, ignore_errors=True)
+    fsync_dir(home_root)
+
+
+def _read_names(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as handle:
+        return [line.strip() for line in handle if line.strip()]
+
+
+def _write_all_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        _write_all(fd, data, path)
+        fsync_fd(fd, path)
+    finally:
+        os.close(fd)
 
 
 def remove_empty_tree(root: Path) -> None:
