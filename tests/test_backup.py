@@ -238,16 +238,20 @@ def test_a_processing_copy_behind_its_journaled_outcome_is_not_taken_for_a_runni
     assert job_members(tmp_path / "b.tar.gz") == {"a": ["completed"]}
 
 
-def test_a_backup_taken_while_a_worker_drains_has_every_job_exactly_once(
+def test_a_backup_taken_while_workers_drain_has_every_job_once_and_a_matching_journal(
     qhome: Path, procs: Procs, tmp_path: Path
 ) -> None:
+    """Three worker processes of two threads drain 300 jobs while a backup runs: every job
+    accepted before it is in the archive once, in one folder (never processing/); the
+    archive's journal is the source's journal up to the cut, byte for byte, plus one
+    recovered record per job that was running; the archive restores clean."""
     gate = tmp_path / "gate"
     ids = [f"j{i:03d}" for i in range(300)]
     lines = [json.dumps({"id": "slow", "command": f"until [ -e {gate} ]; do sleep 0.01; done"})]
     lines += [json.dumps({"id": i, "command": "sleep 0.01"}) for i in ids]
     added = run_cli(qhome, "enqueue", "-", input="\n".join(lines) + "\n")
     assert added.returncode == 0, added.stderr
-    worker = procs.worker(qhome, "--count", "3")
+    workers = [procs.worker(qhome, "--count", "2") for _ in range(3)]
     wait_until(
         lambda: "slow" in jobs_in(qhome, "processing") and len(jobs_in(qhome, "completed")) >= 20,
         message="the slow job running and the drain under way",
@@ -262,13 +266,27 @@ def test_a_backup_taken_while_a_worker_drains_has_every_job_exactly_once(
     assert not any("processing" in folders for folders in found.values())
     assert found["slow"] == ["pending"]
     assert json.loads(members(archive)["pending/slow.json"])["attempts"] == 1
+    manifest = json.loads(members(archive)[MANIFEST])
+    assert "slow" in manifest["recovered"]
+    journal = sorted(n for n in members(archive) if n.startswith("journal/"))
+    for name in journal[:-1]:  # sealed files whole; the newest up to the cut (checked below)
+        assert members(archive)[name] == (qhome / name).read_bytes()[: len(members(archive)[name])]
+    records = archive_records(archive, tmp_path / "unpacked")
+    tail = records[len(records) - len(manifest["recovered"]) :]
+    assert sorted(r["job"]["id"] for r in tail) == sorted(manifest["recovered"])
+    assert all(r["event"] == "recovered" for r in tail)
+    source_records = [r.data for r in scan(qhome / "journal").records]
+    head = records[: len(records) - len(tail)]
+    assert source_records[: len(head)] == head  # nothing torn, nothing reordered
     target = tmp_path / "restored"
     restored = run_cli(target, "restore", str(archive))
     assert restored.returncode == 0, restored.stderr
     assert_sound(target, 301)
     wait_until(lambda: len(jobs_in(qhome, "completed")) == 301, message="the drain to finish")
-    worker.terminate()
-    assert worker.wait(timeout=30) == 0
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        assert worker.wait(timeout=60) == 0
 
 
 def test_backup_works_after_compaction_and_restores_the_snapshot(
@@ -615,12 +633,64 @@ def hostile_archives(good: dict[str, bytes], tmp_path: Path) -> Iterator[tuple[s
     corrupt[len(corrupt) // 2] ^= 0x55
     (tmp_path / "a18.tar.gz").write_bytes(bytes(corrupt))
     yield "corrupt-gzip", tmp_path / "a18.tar.gz", ""
+    yield from wrong_types(good, tmp_path)
     bad_job = dict(good)
     bad_job["completed/done.json"] = b'{"id": "done", "command": 7}'
     yield (
         "invalid-job",
         tar_gz(tmp_path / "a19.tar.gz", [(member(n), d) for n, d in bad_job.items()]),
         "not a valid job",
+    )
+
+
+def wrong_types(good: dict[str, bytes], tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
+    """Members that parse as JSON but hold values of the wrong type."""
+
+    def variant(name: str, changes: dict[str, bytes], insert_after: str | None = None) -> Path:
+        entries = []
+        for key, data in good.items():
+            entries.append((member(key), changes.pop(key, data)))
+            if key == insert_after:
+                entries += [(member(k), v) for k, v in changes.items()]
+        return tar_gz(tmp_path / f"{name}.tar.gz", entries)
+
+    def manifest(**fields: object) -> bytes:
+        return json.dumps({**json.loads(good[MANIFEST]), **fields}).encode()
+
+    yield "manifest-jobs-text", variant("t1", {MANIFEST: manifest(jobs="many")}), "'jobs'"
+    yield "manifest-count-text", variant("t2", {MANIFEST: manifest(schedules="2")}), "'schedules'"
+    yield "manifest-hooks-list", variant("t3", {MANIFEST: manifest(hooks=[])}), "'hooks'"
+    yield "manifest-not-object", variant("t4", {MANIFEST: b"[1, 2]"}), "does not describe"
+    cursor = b'{"segment": "1", "offset": -1}'
+    grown = json.loads(good[MANIFEST])
+    grown["hooks"]["cursor"] = True
+    grown["members"] += 1
+    grown["bytes"] += len(cursor)
+    yield (
+        "hook-cursor-text",
+        variant(
+            "t5",
+            {MANIFEST: json.dumps(grown).encode(), "hooks/cursor.json": cursor},
+            insert_after="queues/slow.json",
+        ),
+        "hooks/cursor.json",
+    )
+    yield (
+        "queue-limit-text",
+        variant("t6", {"queues/slow.json": b'{"name": "slow", "parallel": "two"}'}),
+        "not a valid queue",
+    )
+    env = json.loads(good["completed/done.json"])
+    env["env"] = 5
+    yield (
+        "job-env-number",
+        variant("t7", {"completed/done.json": json.dumps(env, indent=2).encode()}),
+        "not a valid job",
+    )
+    yield (
+        "config-text-number",
+        variant("t8", {"config.json": b'{"max-retries": "lots"}'}),
+        "config.json cannot be used",
     )
 
 
