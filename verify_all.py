@@ -1136,6 +1136,144 @@ def scenario_cli_conventions(env: Env) -> None:
     check(env.ids("dead") == {"d"}, "purge without --yes deleted")
 
 
+# ------------------------------------------------------------------ operations
+
+
+def archive_jobs(archive: Path) -> dict[str, list[str]]:
+    """id -> the state folders a backup archive has it in (read with the standard tarfile)."""
+    import tarfile
+
+    found: dict[str, list[str]] = {}
+    with tarfile.open(archive, "r:gz") as tar:
+        for info in tar:
+            folder, _, name = info.name.partition("/")
+            if folder in (*STATES, "blocked", "held") and name.endswith(".json"):
+                found.setdefault(name[:-5], []).append(folder)
+    return found
+
+
+def scenario_backup_while_draining(env: Env) -> None:
+    """A backup taken while a worker drains 200 jobs holds each exactly once, in one folder;
+    the running job comes back pending with its attempt counted; the restored home is
+    fsck-clean and a rebuild changes nothing."""
+    gate = env.scratch / "gate"
+    ids = [f"d{n:03d}" for n in range(200)]
+    lines = [json.dumps({"id": "slow", "command": f"until [ -e {gate} ]; do sleep 0.01; done"})]
+    lines += [json.dumps({"id": i, "command": "sleep 0.01"}) for i in ids]
+    env.ok("enqueue", "-", stdin="\n".join(lines) + "\n")
+    worker = env.start_worker("--count", "3")
+    wait_until(
+        lambda: "slow" in env.ids("processing") and len(env.ids("completed")) >= 10,
+        "the slow job running while the drain goes on",
+    )
+    archive = env.scratch / "home.tar.gz"
+    out = env.ok("backup", str(archive), "--logs", timeout=WORKER_TIMEOUT)
+    gate.touch()
+    check("running job(s) saved" in out and "slow" in out, f"backup said {out.strip()!r}")
+    found = archive_jobs(archive)
+    check(sorted(found) == sorted(["slow", *ids]), f"{len(found)} of 201 jobs in the archive")
+    twice = [i for i, folders in found.items() if len(folders) != 1]
+    check(not twice, f"jobs in several folders: {twice[:3]}")
+    check(found["slow"] == ["pending"], f"the running job was saved in {found['slow']}")
+    restored = Env(home=env.scratch / "restored", scratch=env.scratch)
+    said = restored.ok("restore", str(archive), timeout=WORKER_TIMEOUT)
+    check("restored 201 job(s)" in said, f"restore said {said.strip()!r}")
+    slow = restored.job("pending", "slow")
+    check(slow["attempts"] == 1, f"the running job has attempts {slow['attempts']}")
+    check(slow["history"][-1]["outcome"] == "worker_lost", "its lost attempt is not in history")
+    check(restored.ok("fsck").strip() == "clean", "fsck of the restored home is not clean")
+    rebuilt = restored.ok("journal", "rebuild")
+    check("0 written, 201 already right" in rebuilt, f"rebuild said {rebuilt.strip()!r}")
+    wait_until(lambda: len(env.ids("completed")) == 201, "the source drain to finish", 60)
+    worker.send_signal(signal.SIGTERM)
+    check(wait_exit(worker, "worker") == 0, "the worker did not exit 0 after SIGTERM")
+
+
+def scenario_restore_refusals(env: Env) -> None:
+    """restore refuses a home that is not empty (exit 1), --force without --yes off a
+    terminal (exit 2), and hostile archives (exit 2, one line, nothing written); --force
+    --yes replaces the contents."""
+    import io
+    import tarfile
+
+    env.enqueue({"id": "mine", "command": "true"})
+    archive = env.scratch / "b.tar.gz"
+    env.ok("backup", str(archive))
+    other = Env(home=env.scratch / "other", scratch=env.scratch)
+    other.enqueue({"id": "theirs", "command": "true"})
+    before = other.listing()
+    refused = other.run("restore", str(archive))
+    check(refused.returncode == 1 and "--force" in refused.stderr, "a full home was not refused")
+    asked = other.run("restore", str(archive), "--force")
+    check(asked.returncode == 2 and "--yes" in asked.stderr, "--force without --yes went on")
+    check(other.listing() == before, "a refused restore changed the home")
+    hostile = env.scratch / "evil.tar.gz"
+    with tarfile.open(hostile, "w:gz") as tar:
+        with tarfile.open(archive, "r:gz") as good:
+            manifest = good.extractfile("queuectl-backup.json")
+            data = manifest.read() if manifest else b""
+        info = tarfile.TarInfo("queuectl-backup.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("pending/x.json")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+        escape = tarfile.TarInfo("../../escape.json")
+        escape.size = 2
+        tar.addfile(escape, io.BytesIO(b"{}"))
+    scratch_before = sorted(p.name for p in env.scratch.iterdir())
+    new_home = env.scratch / "new"
+    bad = Env(home=new_home, scratch=env.scratch).run("restore", str(hostile))
+    lines = bad.stderr.splitlines()
+    check(bad.returncode == 2 and len(lines) == 1, f"hostile archive: exit {bad.returncode}")
+    check("symbolic link" in lines[0], f"hostile archive message: {lines[0]!r}")
+    check(not new_home.exists(), "a refused restore left its home behind")
+    check(sorted(p.name for p in env.scratch.iterdir()) == scratch_before, "it wrote outside")
+    replaced = other.ok("restore", str(archive), "--force", "--yes")
+    check("restored 1 job(s)" in replaced, f"restore --force said {replaced.strip()!r}")
+    check(other.ids("pending") == {"mine"}, f"pending/ after --force: {other.ids('pending')}")
+    check(other.ok("fsck").strip() == "clean", "fsck after --force is not clean")
+
+
+def scenario_config_export_import_reset(env: Env) -> None:
+    """config export prints every setting; import is all or nothing; reset restores the
+    defaults."""
+    defaults = json.loads(env.ok("config", "export"))
+    check(len(defaults) >= 6 and defaults["max-retries"] == 3, f"export said {defaults}")
+    env.ok("config", "set", "max-retries", "6")
+    exported = env.scratch / "settings.json"
+    env.ok("config", "export", str(exported))
+    other = Env(home=env.scratch / "other", scratch=env.scratch)
+    other.ok("config", "import", str(exported))
+    check(json.loads(other.ok("config", "export"))["max-retries"] == 6, "import did not apply")
+    bad = env.scratch / "bad.json"
+    bad.write_text('{"backoff-base": 3, "job-timeout": -5, "extra": 1}')
+    before = (other.home / "config.json").read_bytes()
+    failed = other.run("config", "import", str(bad))
+    check(failed.returncode == 2, f"a bad import exited {failed.returncode}")
+    check(len(failed.stderr.splitlines()) == 1, f"bad import said {failed.stderr!r}")
+    check((other.home / "config.json").read_bytes() == before, "a bad import changed settings")
+    other.ok("config", "reset", "max-retries")
+    check(json.loads(other.ok("config", "export")) == defaults, "reset did not restore defaults")
+
+
+def scenario_dlq_stats(env: Env) -> None:
+    """dlq stats groups dead jobs by last error and by command, with counts and times."""
+    for n in range(3):
+        env.enqueue({"id": f"x{n}", "command": "exit 3", "max_retries": 0})
+    env.enqueue({"id": "y", "command": "exit 4", "max_retries": 0})
+    run_burst(env, "--count", "2")
+    stats = json.loads(env.ok("dlq", "stats", "--json"))
+    check(stats["total"] == 4, f"total {stats['total']}")
+    errors = {row["error"]: row["jobs"] for row in stats["by_error"]}
+    check(errors == {"exit code 3": 3, "exit code 4": 1}, f"by_error {errors}")
+    commands = [(row["command"], row["jobs"]) for row in stats["by_command"]]
+    check(commands == [("exit 3", 3), ("exit 4", 1)], f"by_command {commands}")
+    check(stats["oldest"] <= stats["newest"], "oldest is after newest")
+    table = env.ok("dlq", "stats")
+    check(table.startswith("4 dead job(s)") and "exit code 3" in table, f"table: {table!r}")
+
+
 SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("job-completes", scenario_job_completes),
     ("retry-backoff-dlq", scenario_retry_backoff_dlq),
@@ -1175,6 +1313,10 @@ SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("gpu-slots", scenario_gpu_slots),
     ("cli-conventions", scenario_cli_conventions),
     ("dask-executor", scenario_dask_executor),
+    ("backup-while-draining", scenario_backup_while_draining),
+    ("restore-refusals", scenario_restore_refusals),
+    ("config-export-import-reset", scenario_config_export_import_reset),
+    ("dlq-stats", scenario_dlq_stats),
 ]
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "ConfigError",
     "canonical_key",
     "parse_duration",
+    "parse_settings",
     "parse_value",
 ]
 
@@ -191,6 +192,43 @@ def parse_value(key: str, text: str) -> Any:
         return KEYS[key].parse(text)
     except ValueError as exc:
         raise UsageError(f"invalid value {text!r} for {key}: {exc}") from None
+
+
+def parse_settings(data: object, source: str) -> tuple[dict[str, Any], list[str]]:
+    """A whole settings object, validated as one (``config import``): (the values by key,
+    the names that are no setting). Any bad value raises ``UsageError`` naming every one,
+    so that nothing is applied in part."""
+    if not isinstance(data, dict):
+        raise UsageError(f"{source} is not a JSON object of settings")
+    values: dict[str, Any] = {}
+    unknown: list[str] = []
+    problems: list[str] = []
+    for name, value in data.items():
+        key = name.strip().lower().replace("_", "-")
+        if key not in KEYS:
+            unknown.append(name)
+        elif key in values:
+            problems.append(f"{key} is given twice")
+        elif not _json_type_fits(KEYS[key], value):
+            wanted = "text" if isinstance(KEYS[key].default, str) else "a number (or text)"
+            problems.append(f"{key} = {json.dumps(value)[:40]} must be {wanted}")
+        else:
+            try:
+                values[key] = KEYS[key].parse(str(value))
+            except ValueError as exc:
+                problems.append(f"{key} = {json.dumps(value)[:40]} {exc}")
+    if problems:
+        raise UsageError(f"nothing imported from {source}: {'; '.join(problems)}")
+    return values, unknown
+
+
+def _json_type_fits(key: Key, value: object) -> bool:
+    """A JSON value of a type the setting can have: text for a text setting; a number or
+    text (``"7d"``) for a numeric one. ``true``, ``null``, lists and objects never are (their
+    ``str()`` would otherwise parse: ``True``, ``[3]``)."""
+    if isinstance(key.default, str):
+        return isinstance(value, str)
+    return isinstance(value, int | float | str) and not isinstance(value, bool)
 
 
 def backoff_policy(values: dict[str, Any]) -> Any:

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 __all__ = [
     "AlreadyExists",
+    "BadArchive",
     "InvalidJob",
     "JournalCorrupt",
     "NoWorkers",
@@ -36,6 +37,10 @@ class UsageError(QueueError):
 
 class InvalidJob(UsageError):
     """Job JSON that does not describe a valid job (exit 2)."""
+
+
+class BadArchive(UsageError):
+    """A backup archive that is damaged, hostile or not a queuectl backup (exit 2)."""
 
 
 class NotFound(QueueError):

@@ -1,6 +1,7 @@
 """The ``queuectl`` command line: the top-level group, the home, errors and exit codes.
 
-The commands live in ``jobs``, ``workers``, ``maintenance`` and ``serve`` (thin click commands
+The commands live in ``submit``, ``jobs``, ``workers``, ``maintenance``, ``workflow``,
+``backup`` and ``serve`` (thin click commands
 over ``Store`` and ``WorkerPool``), and how they print in ``render``. The group loads only the
 module of the command being run (``COMMANDS``), and the domain modules are imported inside
 the commands, so a call pays only for what it uses. Only ``cli/`` imports click and tabulate.
@@ -45,6 +46,8 @@ COMMANDS: Final = {
     "journal": "maintenance:journal",
     "fsck": "maintenance:fsck",
     "cleanup": "maintenance:cleanup",
+    "backup": "backup:backup",
+    "restore": "backup:restore",
     "queue": "workflow:queue",
     "pause": "workflow:pause",
     "resume": "workflow:resume",
@@ -66,7 +69,6 @@ CREATES_HOME: Final = frozenset(
         "worker start",
         "config set",
         "config import",
-        "config reset",
         "queue add",
         "schedule add",
         "restore",
@@ -74,7 +76,9 @@ CREATES_HOME: Final = frozenset(
 )
 """Commands that put something in the home, and so may create it. Every other command
 needs an existing home: a mistyped ``--home`` is an error, not a new empty home. (An empty
-folder, such as a fresh container volume, counts as a home and is set up by any command.)"""
+folder, such as a fresh container volume, counts as a home and is set up by any command.)
+``config reset`` is not one: putting a home that does not exist back to its defaults means
+the ``--home`` was mistyped. ``backup`` only reads."""
 
 
 class Context:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,7 +22,7 @@ from queuectl.cli.render import (
     progress,
     warn,
 )
-from queuectl.errors import UsageError
+from queuectl.errors import QueueError, UsageError
 
 if TYPE_CHECKING:
     from queuectl.storage.store import Store
@@ -90,6 +90,35 @@ def dlq_purge(
         click.echo(f"purged {len(removed)} job(s)")
     if missing:
         sys.exit(1)
+
+
+@dlq.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_context
+def dlq_stats(ctx: Context, as_json: bool) -> None:
+    """Dead jobs grouped by last error and by command, with counts and the oldest and
+    newest time each group died (text clipped to 40 characters, as list shows it)."""
+    from queuectl.observe.dlq import dlq_stats as compute
+
+    stats = compute(collect(ctx.store, ["dead"], 0))
+    if as_json:
+        print_json(stats)
+        return
+    if not stats["total"]:
+        click.echo("no dead jobs")
+        return
+    from tabulate import tabulate
+
+    click.echo(
+        f"{stats['total']} dead job(s), died between {stats['oldest']} and {stats['newest']}"
+    )
+    for key, title in (("by_error", "last error"), ("by_command", "command")):
+        rows = [
+            [row[key.split("_")[1]] or "(none)", row["jobs"], row["oldest"], row["newest"]]
+            for row in stats[key]
+        ]
+        click.echo("")
+        click.echo(tabulate(rows, headers=[title, "jobs", "oldest", "newest"]))
 
 
 def _dead_ids(store: Store, job_ids: tuple[str, ...], everything: bool) -> list[str]:
@@ -168,6 +197,86 @@ def config_list(ctx: Context, as_json: bool) -> None:
 
     rows = [[name, values[name], key.help] for name, key in KEYS.items()]
     click.echo(tabulate(rows, headers=["key", "value", "meaning"]))
+
+
+@config.command("export")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@pass_context
+def config_export(ctx: Context, file: str | None) -> None:
+    """Write every setting as one JSON object to FILE (stdout without FILE or with -)."""
+    import json
+
+    text = json.dumps(ctx.store.config.values(), indent=2) + "\n"
+    if file is None or file == "-":
+        click.echo(text, nl=False)
+        return
+    try:
+        with click.open_file(file, "w", atomic=True) as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise QueueError(f"cannot write {file}: {exc.strerror or exc}") from None
+    click.echo(f"exported {len(ctx.store.config.values())} setting(s) to {file}")
+
+
+@config.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@pass_context
+def config_import(ctx: Context, file: str) -> None:
+    """Set the settings a JSON object in FILE (- for stdin) names, checked as a whole: one
+    bad value and nothing changes. Settings it does not name keep their values."""
+    import json
+
+    from queuectl.config import MAX_CONFIG_BYTES, parse_settings
+
+    raw = _read_settings_file(file, MAX_CONFIG_BYTES)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise UsageError(f"{file} is not valid JSON") from None
+    values, unknown = parse_settings(data, file)
+    if unknown:
+        shown = ", ".join(repr(name) for name in unknown[:10])
+        click.echo(
+            f"queuectl: warning: {file} has unknown key(s) {shown}; they were not imported",
+            err=True,
+        )
+    ctx.store.write_config(lambda stored: {**stored, **values})
+    if values.get("on-finish"):
+        ctx.store.hooks.enable(per_job=False)  # as config set: hooks from now on
+    for key, value in values.items():
+        click.echo(f"{key} = {value}")
+
+
+def _read_settings_file(file: str, limit: int) -> bytes:
+    from queuectl.storage.durable import read_regular
+
+    if file == "-":
+        data = sys.stdin.buffer.read(limit + 1)
+    else:
+        try:
+            data = read_regular(file, limit)[0]
+        except OSError as exc:
+            raise UsageError(f"cannot read {file}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise UsageError(f"{file} is larger than {limit} bytes")
+    return data
+
+
+@config.command("reset")
+@click.argument("key", required=False, shell_complete=complete_config_keys)
+@pass_context
+def config_reset(ctx: Context, key: str | None) -> None:
+    """Put KEY (every setting without KEY) back to its default."""
+    from queuectl.config import KEYS, canonical_key
+
+    names = [canonical_key(key)] if key is not None else list(KEYS)
+
+    def change(stored: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in stored.items() if k not in names}
+
+    ctx.store.write_config(change)
+    for name in names:
+        click.echo(f"{name} = {KEYS[name].default} (default)")
 
 
 @click.group()

@@ -29,6 +29,7 @@ __all__ = [
     "rename_noreplace",
     "reuse_tmp",
     "sync_all",
+    "syncfs_path",
     "tmp_name",
     "write_tmp",
 ]
@@ -174,6 +175,25 @@ def sync_all(fds: list[int], paths: list[Path]) -> None:
         return
     for fd, path in zip(fds, paths, strict=True):
         fsync_fd(fd, path)
+
+
+def syncfs_path(path: str | os.PathLike[str]) -> None:
+    """Flush the whole filesystem holding ``path`` (a folder of many new files, written
+    without an fsync each: one call instead of thousands). Falls back to ``os.sync``."""
+    syncfs = _libc_function("syncfs")
+    if syncfs is None:
+        os.sync()
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _storage_error("open directory", path, exc) from exc
+    try:
+        if syncfs(fd) != 0:
+            err = _errno()
+            raise _storage_error("syncfs", path, OSError(err, os.strerror(err)))
+    finally:
+        os.close(fd)
 
 
 def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> bool:

@@ -55,7 +55,7 @@ def check_existing_home(root: Path) -> None:
         raise UsageError(f"cannot open queue home {root}: not a directory") from None
     except OSError as exc:
         raise UsageError(f"cannot open queue home {root}: {exc.strerror}") from None
-    if names and "journal" not in names:
+    if names and "journal" not in names and not any(n.startswith(".restore.") for n in names):
         raise UsageError(
             f"cannot open queue home {root}: the folder has other files and no journal/, "
             "so it is not a queue home"
@@ -122,8 +122,15 @@ class Home:
         old_umask = os.umask(0o077)
         try:
             self._mkdir(self.root)
-            if not os.listdir(self.root):  # an empty folder (a new volume) becomes a home:
+            names = os.listdir(self.root)
+            if not names:  # an empty folder (a new volume) becomes a home:
                 os.chmod(self.root, DIR_MODE)  # as private as one queuectl creates
+            elif any(n.startswith(".restore.") for n in names):
+                from queuectl.storage.archive import pending_install, recover
+
+                # A restore killed after its commit is finished (waiting for one that runs);
+                # the staging folders of restores killed before it are removed.
+                recover(self.root, wait=pending_install(names))
             for name in (*STATE_DIRS, *AUX_DIRS):
                 self._mkdir(self.root / name)
         finally:

@@ -19,7 +19,8 @@ every record queued so far in one go; the others wait.
 Readers that walk several files (``rows``, ``records``) hold ``locks/compact.lock`` shared,
 and compaction holds it exclusively while it replaces segments by a snapshot, so a reader
 never finds a segment gone under it. This module is the only code that creates, rewrites or
-removes segment, snapshot and index files.
+removes segment, snapshot and index files in a live journal (a restore writes them into its
+staging folder first, ``storage.archive``, where no journal is in use yet).
 """
 
 from __future__ import annotations
@@ -936,6 +937,84 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | None]
         for line in handle:
             yield offset, line, decode_line(line)
             offset += len(line)
+
+
+def clean_end(path: Path, size: int) -> int:
+    """Where the last complete, valid record of a segment ends at or before ``size`` (what
+    an appender's tail repair would keep; read-only). Call under the journal lock, where
+    no writer is mid-append."""
+    if size <= 0:
+        return 0
+    with open(path, "rb") as handle:
+        fd = handle.fileno()
+        good = size
+        if os.pread(fd, 1, size - 1) != b"\n":
+            good = _last_newline_end(fd, size)
+        while good and not checksum_ok(_line_before(fd, good)):
+            good = _last_newline_end(fd, good - 1)
+    return good
+
+
+def verify_prefix(path: Path, end: int) -> int:
+    """Check the checksum of every record in the first ``end`` bytes of a segment or
+    snapshot (which must end on a record boundary); returns how many there are. Damage
+    raises ``JournalCorrupt`` naming the file and offset."""
+    count = 0
+    offset = 0
+    with open(path, "rb") as handle:
+        rest = b""
+        while offset + len(rest) < end:
+            chunk = handle.read(min(_CHUNK, end - offset - len(rest)))
+            if not chunk:
+                break
+            data = rest + chunk
+            cut = data.rfind(b"\n") + 1
+            for line_offset, line in _lines_at(data[:cut], offset):
+                if not checksum_ok(line):
+                    raise _corrupt((path, line_offset))
+                count += 1
+            offset += cut
+            rest = data[cut:]
+    if rest or offset != end:
+        raise _corrupt((path, offset))
+    return count
+
+
+def _lines_at(data: bytes, start: int) -> Iterator[tuple[int, bytes]]:
+    position = 0
+    while position < len(data):
+        stop = data.index(b"\n", position) + 1
+        yield start + position, data[position:stop]
+        position = stop
+
+
+def write_fresh_indexes(directory: Path) -> int:
+    """Write the index of every segment and snapshot of a journal folder that nothing uses
+    yet (a restore's staging folder), from the records themselves; not fsynced here (the
+    caller syncs the whole folder). Returns how many were written."""
+    written = 0
+    for source in sources(directory):
+        lines = derived_lines(source.read_bytes(), 0)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(index_path(source), flags, FILE_MODE)
+        try:
+            batch: list[bytes] = []
+            for line in lines:
+                batch.append(line)
+                if len(batch) >= 4096:
+                    _write_fully(fd, b"".join(batch))
+                    batch = []
+            _write_fully(fd, b"".join(batch))
+        finally:
+            os.close(fd)
+        written += 1
+    return written
+
+
+def _write_fully(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def check(directory: Path) -> tuple[int, tuple[Path, int] | None]:

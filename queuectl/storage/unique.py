@@ -22,7 +22,17 @@ from queuectl.storage.durable import fsync_dir, fsync_fd, read_regular, write_tm
 from queuectl.storage.home import Home
 from queuectl.storage.locks import LockFile, ProcessMark, unique_offset
 
-__all__ = ["UniqueIndex"]
+__all__ = ["UniqueIndex", "entry_data", "entry_name"]
+
+
+def entry_name(key: str) -> str:
+    """The file name of a key's entry (a hash: keys are free text)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16)
+    return f"{digest.hexdigest()}.json"
+
+
+def entry_data(key: str, job_id: str) -> bytes:
+    return (json.dumps({"key": key, "id": job_id}) + "\n").encode()
 
 
 class UniqueIndex:
@@ -36,8 +46,7 @@ class UniqueIndex:
         return self.home.root / "unique"
 
     def path(self, key: str) -> Path:
-        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16)
-        return self.directory / f"{digest.hexdigest()}.json"
+        return self.directory / entry_name(key)
 
     @contextlib.contextmanager
     def locked(self, keys: list[str]) -> Iterator[None]:
@@ -64,7 +73,7 @@ class UniqueIndex:
 
     def record(self, key: str, job_id: str) -> None:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        data = (json.dumps({"key": key, "id": job_id}) + "\n").encode()
+        data = entry_data(key, job_id)
         tmp, fd = write_tmp(self.home.tmp, "unique", data, self.mark.name)
         try:
             fsync_fd(fd, tmp)
