@@ -55,11 +55,14 @@ MASKS = [
     (re.compile(r"\[\d+\]"), "[<pid>]"),
     (re.compile(r"\bpid \d+"), "pid <pid>"),
     (
-        re.compile(r"(?:in )?\d+(?:\.\d+)? (?:ms|s|min|h|d)(?: \d+ (?:s|min|h))?(?: ago)?|\bnow\b"),
+        re.compile(
+            r"(?:in )?\d+(?:\.\d+)? (?:ms|s|min|h|d)\b(?: \d+ (?:s|min|h)\b)?(?: ago)?|\bnow\b"
+        ),
         "<when>",
     ),
     (re.compile(r"\b\d+\.\d+s\b"), "<secs>"),
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:<port>"),
+    (re.compile(r"\(\d+ bytes\)"), "(<n> bytes)"),  # a gzip of timestamps
     (re.compile(r'"(generation|pid|offset|started|finished)": \d+'), r'"\1": <n>'),
     (re.compile(r"\b\d+\.\d+\b"), "<num>"),
     (re.compile(r'"host": "[^"]*"'), '"host": "<host>"'),
