@@ -27,7 +27,7 @@ from queuectl.storage.claims import Claim, ClaimMiss, Prepared
 from queuectl.storage.commit import Change
 from queuectl.storage.gpus import GPU_STALL
 from queuectl.storage.registry import Registration, new_worker_id, register
-from queuectl.storage.slots import drained_above, free_slots, has_room
+from queuectl.storage.slots import free_slots, has_room
 from queuectl.storage.store import Store
 from queuectl.text import clip
 from queuectl.worker.dispatch import RECOVERY_INTERVAL_SECONDS, Dispatcher
@@ -334,11 +334,12 @@ class WorkerPool:
             queue = self.store.queues.get(name)
             if queue is None or queue.paused:
                 continue
+            lowered = queue.parallel and queue.high_water > queue.parallel
+            if lowered and self.store.queues.settle_high_water(name):
+                queue = self.store.queues.get(name) or queue
             free = free_slots(self.store.locks, queue, limit=self.threads)
             if free:
                 self.index.unstall(name, free)
-            if queue.high_water > queue.parallel:
-                self.store.queues.settle_high_water(name, drained_above(self.store.locks, queue))
         return self._next_stall_look
 
     def _queue_changed(self, name: str) -> None:
