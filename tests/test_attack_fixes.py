@@ -4,9 +4,31 @@ unique keys, rebuild, hostile queue files, the CLI's shapes). Each test failed b
 
 from __future__ import annotations
 
-from queuectl.storage.locks import Holder, slot_offset
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from queuectl.errors import QueueError
+from queuectl.job import Job, job_from_input, utcnow
+from queuectl.storage.locks import Holder, change_offset, slot_offset
 from queuectl.storage.slots import free_slots, has_room, running_slots, take_slot
 from queuectl.storage.store import Store
+
+from .conftest import run_cli
+from .workflow_support import invoke, ok
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Path:
+    path = tmp_path / "qhome"
+    path.mkdir(mode=0o700)
+    ok(invoke(path, "status"))
+    return path
+
 
 # ------------------------------------------------------------------ A1: lowering a limit drains
 
@@ -80,3 +102,181 @@ def test_settling_looks_at_the_slots_itself_under_the_change_lock(store: Store) 
     assert store.locks.is_held(slot_offset("q", 3))
     for holder in running[1:]:
         holder.close()
+
+
+# ------------------------------------------------------------------ A3: remove vs enqueue/edit
+
+
+def _new(job_id: str, **fields: object) -> Job:
+    return job_from_input({"id": job_id, "command": "true", **fields}, default_max_retries=0)
+
+
+def _queue_change_lock_is_free(store: Store, name: str) -> bool:
+    probe = store.locks.holder()
+    try:
+        return probe.take(change_offset(f"queue:{name}"))
+    finally:
+        probe.close()
+
+
+def test_an_enqueue_holds_its_queue_against_removal_until_it_is_published(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.queues.add("q", 1)
+    seen: list[bool] = []
+    publish = store.commits.publish_new
+
+    def observed(group: list[Job]) -> None:
+        seen.append(_queue_change_lock_is_free(store, "q"))  # what a remove would need
+        publish(group)
+
+    monkeypatch.setattr(store.commits, "publish_new", observed)
+    store.enqueue([_new("j1", queue="q")])
+    assert seen == [False]
+    with pytest.raises(QueueError, match="still has 1 unfinished"):
+        store.queues.remove("q", store.unfinished_in)
+    assert store.queues.get("q") is not None
+
+
+def test_an_edit_into_a_queue_holds_it_against_removal(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.queues.add("q", 1)
+    store.enqueue([_new("j1")])
+    seen: list[bool] = []
+    commit = store.workflow.commits.commit
+
+    def observed(changes: list[Any]) -> Any:
+        seen.append(_queue_change_lock_is_free(store, "q"))
+        return commit(changes)
+
+    monkeypatch.setattr(store.workflow.commits, "commit", observed)
+    store.workflow.edit("j1", {"queue": "q"}, utcnow())
+    assert seen == [False]
+    with pytest.raises(QueueError, match="unfinished"):
+        store.queues.remove("q", store.unfinished_in)
+
+
+def test_removal_counts_the_jobs_under_the_queue_lock(store: Store) -> None:
+    store.queues.add("q", 1)
+    looked: list[bool] = []
+
+    def count(name: str) -> int:
+        looked.append(_queue_change_lock_is_free(store, name))
+        return 0
+
+    store.queues.remove("q", count)
+    assert looked == [False]
+    assert store.queues.get("q") is None
+
+
+def _strand_jobs(home: Path) -> None:
+    """Jobs of queue q whose queue file is then removed behind queuectl's back (what a
+    remove racing an enqueue used to leave)."""
+    ok(invoke(home, "queue", "add", "q", "--parallel", "1"))
+    for i in (1, 2):
+        ok(invoke(home, "add", "--id", f"s{i}", "-q", "q", "--", "true"))
+    (home / "queues" / "q.json").unlink()
+
+
+def test_jobs_of_a_missing_queue_are_reported_and_a_burst_worker_exits_1(h: Path) -> None:
+    _strand_jobs(h)
+    listed = {row["name"]: row for row in json.loads(ok(invoke(h, "queue", "list", "--json")))}
+    assert listed["default"]["pending"] == 0
+    assert listed["q"]["pending"] == 2
+    assert "no queue named 'q'" in listed["q"]["problem"]
+    text = ok(invoke(h, "queue", "list"))
+    assert "queue q: no queue named 'q'" in text and "2 job(s) of it cannot run" in text
+    status = json.loads(ok(invoke(h, "status", "--json")))
+    assert any(q["name"] == "q" and "problem" in q for q in status["queues"])
+    assert "2 job(s) of it cannot run" in ok(invoke(h, "status"))
+    checked = invoke(h, "fsck")
+    assert checked.exit_code == 1
+    assert "2 job(s) of queue q cannot run: no queue named 'q'" in checked.stdout
+    assert "s1 s2" in checked.stdout
+    done = run_cli(h, "worker", "start", "--burst", "--count", "2", timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("cannot run: no queue named 'q'") == 1, done.stderr
+    assert "burst: giving up" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------------ C2: hostile queue files
+
+
+def _fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _dev_zero(path: Path) -> None:
+    path.unlink()
+    path.symlink_to("/dev/zero")
+
+
+def _patch(**fields: object) -> Callable[[Path], None]:
+    def apply(path: Path) -> None:
+        data = json.loads(path.read_text())
+        data.update(fields)
+        path.write_text(json.dumps(data))
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason"),
+    [
+        (lambda p: p.write_text("{bad"), "not valid JSON"),
+        (_fifo, "not a regular file"),
+        (_dev_zero, "is a symbolic link"),
+        (_patch(parallel=100000), "'parallel' must be a whole number"),
+        (_patch(parallel="1"), "'parallel' must be a whole number"),
+        (_patch(paused="yes"), "'paused' must be true or false"),
+    ],
+    ids=["corrupt", "fifo", "dev-zero", "huge", "string", "paused-yes"],
+)
+def test_a_hostile_queue_file_is_reported_everywhere(
+    h: Path, spoil: Callable[[Path], None], reason: str
+) -> None:
+    ok(invoke(h, "queue", "add", "q", "--parallel", "1"))
+    ok(invoke(h, "add", "--id", "b1", "-q", "q", "--", "true"))
+    spoil(h / "queues" / "q.json")
+    listed = {row["name"]: row for row in json.loads(ok(invoke(h, "queue", "list", "--json")))}
+    assert listed["default"]["pending"] == 0
+    assert listed["q"]["pending"] == 1 and reason in listed["q"]["problem"]
+    assert "broken" in ok(invoke(h, "queue", "list"))
+    checked = invoke(h, "fsck")
+    assert checked.exit_code == 1
+    assert f"queue q: queues/q.json: {reason}" in checked.stdout
+    done = run_cli(h, "worker", "start", "--burst", timeout=120)
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "error: jobs of queue" in line]
+    assert len(lines) == 1 and reason in lines[0], done.stderr
+    assert "burst: giving up" in done.stderr
+    assert "Traceback" not in done.stderr
+    repaired = invoke(h, "fsck", "--repair")
+    assert "restored queues/q.json from the journal" in repaired.stdout
+    assert invoke(h, "fsck").exit_code == 0
+    listed = {row["name"]: row for row in json.loads(ok(invoke(h, "queue", "list", "--json")))}
+    assert listed["q"]["problem"] is None and listed["q"]["parallel"] == 1
+
+
+# ------------------------------------------------------------------ C1: hand-edited queue file
+
+
+def test_fsck_names_what_a_hand_edited_queue_file_changed_and_repair_restores_it(h: Path) -> None:
+    ok(invoke(h, "queue", "add", "q", "--parallel", "1"))
+    path = h / "queues" / "q.json"
+    data = json.loads(path.read_text())
+    data["parallel"] = 3
+    path.write_text(json.dumps(data))
+    checked = invoke(h, "fsck")
+    assert checked.exit_code == 1
+    assert (
+        "queue q disagrees with the journal: parallel is 3 in queues/q.json, 1 in the journal"
+        in checked.stdout
+    )
+    repaired = invoke(h, "fsck", "--repair")
+    assert "restored queues/q.json from the journal" in repaired.stdout
+    assert json.loads(path.read_text())["parallel"] == 1
+    assert invoke(h, "fsck").exit_code == 0

@@ -11,6 +11,7 @@ and the comparison with the folders keeps one small tuple per job (``rebuild.win
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from queuectl.admin.rebuild import (
 )
 from queuectl.config import backoff_policy
 from queuectl.errors import InvalidJob, JournalCorrupt, QueueError
-from queuectl.job import Job, JobState, utcnow
+from queuectl.job import FINISHED_STATES, Job, JobState, utcnow
 from queuectl.scheduler import worker_lost
 from queuectl.storage import tmpfiles
 from queuectl.storage.commit import Change
@@ -224,6 +225,7 @@ def _check_files(store: Store, offline: bool, journal_ok: bool) -> list[Finding]
     best, named = split(winners(store)) if journal_ok else ({}, {})
     files = existing_job_files(store)
     out: list[Finding] = []
+    queued: dict[str, list[str]] = {}
     if journal_ok:
         for kind in named_stores(store):
             out += _check_named(store, kind, named[kind.kind], offline)
@@ -233,9 +235,8 @@ def _check_files(store: Store, offline: bool, journal_ok: bool) -> list[Finding]
             if not is_job_name(name):
                 continue
             path = directory / name
-            finding = _check_file(store, state, path, files, best, offline, journal_ok)
-            if finding is not None:
-                out.append(finding)
+            out += _check_file(store, state, path, files, best, offline, journal_ok, queued)
+    out += _check_stranded(store, queued)
     if journal_ok:
         for job_id, winner in sorted(best.items()):
             if job_id not in files and not winner.gone:
@@ -251,6 +252,23 @@ def _check_files(store: Store, offline: bool, journal_ok: bool) -> list[Finding]
     return out
 
 
+def _check_stranded(store: Store, queued: dict[str, list[str]]) -> list[Finding]:
+    """Waiting jobs of a queue that does not exist or cannot be read: no worker starts them
+    (one finding per queue; add the queue again, fix its file, or cancel the jobs)."""
+    out = []
+    for name, ids in sorted(queued.items()):
+        why = store.queues.why_unusable(name)
+        if why is None:
+            continue
+        shown = " ".join(sorted(ids)[:10]) + (" ..." if len(ids) > 10 else "")
+        out.append(
+            Finding(
+                "queue-missing", f"{len(ids)} job(s) of queue {name} cannot run: {why}: {shown}"
+            )
+        )
+    return out
+
+
 def _check_named(
     store: Store, kind: NamedStore[Any], found: dict[str, Winner], offline: bool
 ) -> list[Finding]:
@@ -258,9 +276,19 @@ def _check_named(
     journal lacks."""
     out = []
     label = kind.kind
+    broken = kind.broken()
     on_disk = {name for name in kind.file_names() if kind.read_file(name) is not None}
     for name, winner in sorted(found.items()):
         current = kind.read_file(name)
+        if current is None and name in broken and not winner.gone:
+            out.append(
+                Finding(
+                    label,
+                    f"{label} {name}: {broken[name]}; {_unusable(label)}",
+                    partial(_restore_named, store, kind, winner),
+                )
+            )
+            continue
         if winner.gone:
             if current is not None and current.rev <= winner.rev:
                 out.append(
@@ -281,12 +309,23 @@ def _check_named(
                 )
             )
             continue
-        if version == (winner.generation, winner.rev) and _same_as_journal(
-            store, kind, winner, current
-        ):
+        if version == (winner.generation, winner.rev):
+            differs = _named_differences(store, kind, winner, current)
+            if differs:
+                out.append(
+                    Finding(
+                        label,
+                        f"{label} {name} disagrees with the journal: " + "; ".join(differs),
+                        partial(_restore_named, store, kind, winner),
+                    )
+                )
             continue
         fix = partial(_rewrite_named, store, kind, winner) if offline else None
         out.append(Finding(label, f"{label} {name} disagrees with the journal", fix))
+    for name in sorted(set(broken) - set(found)):
+        out.append(
+            Finding(label, f"{label} {name}: {broken[name]}; {_unusable(label)} (not journaled)")
+        )
     for name in sorted(on_disk - set(found)):
         current = kind.read_file(name)
         if current is not None:
@@ -300,12 +339,56 @@ def _check_named(
     return out
 
 
-def _same_as_journal(store: Store, kind: NamedStore[Any], winner: Winner, current: Any) -> bool:
-    """Whether a file at the journal's revision also says what the journal says: a file
-    edited in place (another command, unpaused, a new rule) keeps its rev, and a leader
-    would act on it."""
-    journaled = winning_named(store, kind, winner)
-    return journaled is not None and journaled.to_dict() == current.to_dict()
+def _named_differences(
+    store: Store, kind: NamedStore[Any], winner: Winner, current: Any
+) -> list[str]:
+    """What a file says unlike its winning journal record of the same rev (a hand edit
+    that still parses): ``parallel is 3 in queues/q.json, 1 in the journal``."""
+    item = winning_named(store, kind, winner)
+    if item is None:
+        return []
+    mine, theirs = _flat(current.to_dict()), _flat(item.to_dict())
+    where = f"{kind.folder}/{current.name}.json"
+    return [
+        f"{key} is {_shown(mine.get(key))} in {where}, {_shown(theirs.get(key))} in the journal"
+        for key in sorted(set(mine) | set(theirs))
+        if mine.get(key) != theirs.get(key)
+    ]
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested objects as dotted keys (``job.command``): a difference names the field."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _unusable(label: str) -> str:
+    return "its jobs cannot run" if label == "queue" else f"the {label} is ignored"
+
+
+def _shown(value: object) -> str:
+    return (
+        json.dumps(value) if not isinstance(value, int) or isinstance(value, bool) else str(value)
+    )
+
+
+def _restore_named(store: Store, kind: NamedStore[Any], winner: Winner) -> str:
+    """Put back what the journal says (a queue or schedule change holds the object's change
+    lock, so this is safe while workers run)."""
+    item = winning_named(store, kind, winner)
+    if item is None:
+        return "the journal record cannot be read"
+    with kind.changing(item.name):
+        now = kind.read_file(item.name)
+        if now is not None and (now.generation, now.rev) != (item.generation, item.rev):
+            return "changed meanwhile; run fsck again"
+        kind.write_file(item)
+    return f"restored {kind.folder}/{item.name}.json from the journal"
 
 
 def _remove_named_file(kind: NamedStore[Any], name: str) -> str:
@@ -334,24 +417,29 @@ def _check_file(
     best: dict[str, Winner],
     offline: bool,
     journal_ok: bool,
-) -> Finding | None:
+    stranded: dict[str, list[str]],
+) -> list[Finding]:
     try:
         job = read_job(path, None)
         if state is not JobState.PROCESSING and job.state is not state:
             raise InvalidJob(f"says state {job.state.value!r} but is in {state.value}/")
     except FileNotFoundError:
-        return None
+        return []
     except (InvalidJob, OSError) as exc:
         reason = str(exc) if isinstance(exc, InvalidJob) else f"cannot be read: {exc.strerror}"
         if state is JobState.PROCESSING and store.recovery.is_running(path.stem):
-            return None
+            return []
         if state is JobState.PENDING and awaiting_adoption(path):
-            return None
-        return Finding("bad-file", f"{path} {reason}", partial(_reject, store, path, reason))
+            return []
+        return [Finding("bad-file", f"{path} {reason}", partial(_reject, store, path, reason))]
+    out: list[Finding] = []
+    if state not in FINISHED_STATES and state is not JobState.PROCESSING:
+        stranded.setdefault(job.queue, []).append(job.id)
     settled = [p for p in files.get(job.id, []) if p.parent.name != JobState.PROCESSING.value]
     if not journal_ok or state is JobState.PROCESSING or len(settled) != 1:
-        return None
-    return _compare(store, path, job, best.get(job.id), offline)
+        return out
+    finding = _compare(store, path, job, best.get(job.id), offline)
+    return out if finding is None else [*out, finding]
 
 
 def _reject(store: Store, path: Path, reason: str) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -107,9 +107,19 @@ class QueueStore(NamedStore[Queue]):
         """The queue as its file says now (None: no such queue; the default queue exists
         without a file). Cheap to call per claim (``NamedStore.read_file``)."""
         found = self.read_file(name)
-        if found is None and name == DEFAULT_QUEUE:
+        if found is None and name == DEFAULT_QUEUE and not self.has_file(name):
             return Queue(DEFAULT_QUEUE)
         return found
+
+    def why_unusable(self, name: str) -> str | None:
+        """Why no job of queue ``name`` can start (None: it can): no such queue, or a file
+        that cannot be trusted (``queues/<name>.json: <reason>``)."""
+        if self.get(name) is not None:
+            return None
+        reason = self.problem(name)
+        if reason is not None:
+            return f"{self.folder}/{name}.json: {reason}"
+        return f"no queue named {name!r} (create it with: queuectl queue add {name})"
 
     def require(self, name: str) -> Queue:
         """The queue, or a usage error (exit 2) that says how to create it."""
@@ -194,11 +204,16 @@ class QueueStore(NamedStore[Queue]):
                 self.save(changed, Event.PAUSED if paused else Event.RESUMED)
         return changed, True
 
-    def remove(self, name: str, busy: int) -> None:
+    def remove(self, name: str, unfinished: Callable[[str], int]) -> None:
+        """Remove a queue that has no unfinished job. ``unfinished`` counts them under the
+        queue's change lock, which every enqueue and edit naming the queue holds (shared)
+        while it checks that the queue exists and publishes: no job can join the queue
+        between the count and the removal."""
         with self.changing(name):
             queue = self._existing(name)
             if name == DEFAULT_QUEUE:
                 raise QueueError("the default queue cannot be removed")
+            busy = unfinished(name)
             if busy:
                 raise QueueError(
                     f"queue {name!r} still has {busy} unfinished job(s); "

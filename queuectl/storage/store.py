@@ -163,9 +163,20 @@ class Store:
     @contextlib.contextmanager
     def adopting(self, job: Job) -> Iterator[None]:
         """Around publishing an adopted drop: its unique key, like ``enqueue``'s."""
-        if not job.unique_key:
-            yield
-            return
+        with self.queues.using([job.queue]):
+            if self.queues.get(job.queue) is None:  # removed since the drop was checked
+                raise InvalidJob(
+                    f"no queue named {job.queue!r}; create it with: queuectl queue add {job.queue}"
+                )
+            if not job.unique_key:
+                yield
+                return
+            with self._adopting_unique(job):
+                yield
+
+    @contextlib.contextmanager
+    def _adopting_unique(self, job: Job) -> Iterator[None]:
+        assert job.unique_key
         with self.unique.locked([job.unique_key]):
             holder = self._unique_holder(job.unique_key, job.unique_for, utcnow())
             if holder is not None and holder != job.id:
@@ -216,6 +227,16 @@ class Store:
         one already failed; held with ``held``). If the disk fails midway, exactly the
         reported groups exist.
         """
+        with self.queues.using({job.queue for job in jobs}):  # no queue removed meanwhile
+            return self._enqueue(jobs, explicit_ids, on_group, chunk)
+
+    def _enqueue(
+        self,
+        jobs: list[Job],
+        explicit_ids: set[str] | None,
+        on_group: Callable[[list[Job]], None] | None,
+        chunk: int,
+    ) -> dict[str, str]:
         seen: set[str] = set()
         for job in jobs:
             if job.id in seen:
@@ -290,6 +311,12 @@ class Store:
         return None
 
     # ---------------------------------------------------------------- user operations
+
+    def unfinished_in(self, queue: str) -> int:
+        """How many jobs that are not finished name ``queue`` (reads their files)."""
+        unfinished = tuple(s for s in JobState if s not in FINISHED_STATES)
+        counts = self.folders.queue_counts(unfinished)
+        return sum(counts.get(queue, {}).values())
 
     def retry_dead(self, job_id: str, now: datetime) -> Job:
         """Move a dead job back to pending with attempts reset (the journal keeps history)."""

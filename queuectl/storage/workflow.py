@@ -220,8 +220,13 @@ class Workflow:
         unknown = set(changes) - EDITABLE
         if unknown:
             raise QueueError(f"cannot edit {', '.join(sorted(unknown))}")
-        if "queue" in changes:
-            self.queues.require(changes["queue"])
+        target = [changes["queue"]] if "queue" in changes else []
+        with self.queues.using(target):  # the queue cannot be removed meanwhile
+            if target:
+                self.queues.require(target[0])
+            return self._edit(job_id, changes, now)
+
+    def _edit(self, job_id: str, changes: dict[str, Any], now: datetime) -> Job:
         with self._located(job_id, "edit") as (state, path, job):
             if state not in WAITING_STATES:
                 raise QueueError(_refusal("edit", job_id, state))
