@@ -14,6 +14,8 @@ import pytest
 
 from queuectl.errors import QueueError
 from queuectl.job import Job, job_from_input, utcnow
+from queuectl.storage.gpus import Devices
+from queuectl.storage.home import Home
 from queuectl.storage.locks import Holder, change_offset, slot_offset
 from queuectl.storage.slots import free_slots, has_room, running_slots, take_slot
 from queuectl.storage.store import Store
@@ -280,3 +282,40 @@ def test_fsck_names_what_a_hand_edited_queue_file_changed_and_repair_restores_it
     assert "restored queues/q.json from the journal" in repaired.stdout
     assert json.loads(path.read_text())["parallel"] == 1
     assert invoke(h, "fsck").exit_code == 0
+
+
+# ------------------------------------------------------------------ A2: fewer jobs per device
+
+
+def _devices(settings: dict[str, Any], store: Store) -> Devices:
+    return Devices(store.locks, lambda: settings)
+
+
+def test_lowering_jobs_per_device_drains_the_places_above_it(store: Store) -> None:
+    settings: dict[str, Any] = {"gpus": "0", "gpu-jobs-per-device": 2}
+    devices = _devices(settings, store)
+    running = [store.locks.holder() for _ in range(2)]
+    assert [devices.take(holder, 1) for holder in running] == [["0"], ["0"]]
+    settings["gpu-jobs-per-device"] = 1
+    assert devices.in_use() == {"0": 2}
+    running[0].close()  # place 0 frees; a job still runs in place 1, above the new setting
+    probe = store.locks.holder()
+    assert devices.take(probe, 1) is None
+    assert devices.free() == 0
+    running[1].close()
+    assert devices.free() == 1
+    assert devices.take(probe, 1) == ["0"]
+    probe.close()
+
+
+def test_status_counts_every_job_on_a_device(h: Path) -> None:
+    ok(invoke(h, "config", "set", "gpus", "0"))
+    ok(invoke(h, "config", "set", "gpu-jobs-per-device", "2"))
+    store = Store(Home(h))
+    running = [store.locks.holder() for _ in range(2)]
+    assert all(store.devices.take(holder, 1) == ["0"] for holder in running)
+    ok(invoke(h, "config", "set", "gpu-jobs-per-device", "1"))
+    assert "0: 2/1" in ok(invoke(h, "status"))
+    assert json.loads(ok(invoke(h, "status", "--json")))["gpus"] == {"0": 2}
+    for holder in running:
+        holder.close()

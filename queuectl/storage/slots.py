@@ -61,15 +61,15 @@ def free_slots(locks: LockFile, queue: Queue, limit: int) -> int:
 
 
 def drained_above(locks: LockFile, queue: Queue) -> bool:
-    """Whether no job runs in a slot at or above the queue's (lowered) limit any more, up to
-    the highest slot it may have handed out (``Queue.top``: every slot after it was
-    unlimited)."""
+    """Whether no job runs in a slot at or above the queue's (lowered) limit any more: every
+    slot a queue can hand out is probed (one call), so a start never depends on the high
+    water being right (a hand-edited file, an old limit it did not record)."""
     if queue.parallel == 0:
         return True
-    above = queue.top - queue.parallel
+    above = max(queue.top, UNLIMITED_SCAN) - queue.parallel
     return locks.first_held(slot_offset(queue.name, queue.parallel), above) is None
 
 
 def running_slots(locks: LockFile, queue: Queue) -> int:
     """How many of the queue's slots are held now (``queue list``'s running column)."""
-    return locks.held_in(slot_offset(queue.name, 0), queue.top)
+    return locks.held_in(slot_offset(queue.name, 0), max(queue.top, UNLIMITED_SCAN))
