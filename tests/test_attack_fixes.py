@@ -319,3 +319,73 @@ def test_status_counts_every_job_on_a_device(h: Path) -> None:
     assert json.loads(ok(invoke(h, "status", "--json")))["gpus"] == {"0": 2}
     for holder in running:
         holder.close()
+
+
+# ------------------------------------------------------------------ A4, A5, D5: unique keys
+
+
+def test_rebuild_after_a_wipe_recreates_unique_keys(h: Path) -> None:
+    first = ok(invoke(h, "add", "--unique-key", "K", "--", "true")).strip()
+    for folder in ("pending", "unique"):
+        for path in (h / folder).iterdir():
+            path.unlink()
+    ok(invoke(h, "journal", "rebuild"))
+    again = invoke(h, "add", "--unique-key", "K", "--", "true")
+    assert again.exit_code == 0 and again.stdout.strip() == first
+    assert invoke(h, "fsck").exit_code == 0
+
+
+def test_fsck_checks_unique_keys_and_repair_restores_them(h: Path) -> None:
+    first = ok(invoke(h, "add", "--unique-key", "K", "--", "true")).strip()
+    for path in (h / "unique").iterdir():
+        path.unlink()
+    checked = invoke(h, "fsck")
+    assert checked.exit_code == 1
+    assert "unique key 'K': " in checked.stdout and f"but job {first} holds it" in checked.stdout
+    assert f"now names job {first}" in invoke(h, "fsck", "--repair").stdout
+    assert invoke(h, "fsck").exit_code == 0
+    assert ok(invoke(h, "add", "--unique-key", "K", "--", "true")).strip() == first
+
+
+def test_restart_is_refused_while_another_job_holds_the_key(h: Path) -> None:
+    ok(invoke(h, "add", "--id", "j1", "--unique-key", "K", "--", "true"))
+    ok(invoke(h, "cancel", "j1"))
+    ok(invoke(h, "add", "--id", "j2", "--unique-key", "K", "--", "true"))
+    refused = invoke(h, "restart", "j1")
+    assert refused.exit_code == 1 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    assert "unique key 'K' is held by job j2 (pending)" in refused.stderr
+    assert "cannot restart j1: cannot restart" not in refused.stderr
+    assert json.loads(ok(invoke(h, "show", "j1", "--json")))["state"] == "cancelled"
+    ok(invoke(h, "cancel", "j2"))
+    ok(invoke(h, "restart", "j1"))  # free again: j1 holds K now
+    assert ok(invoke(h, "add", "--unique-key", "K", "--", "true")).strip() == "j1"
+
+
+def test_dlq_retry_is_refused_while_another_job_holds_the_key(h: Path) -> None:
+    ok(invoke(h, "add", "--id", "d1", "--max-retries", "0", "--unique-key", "K", "--", "false"))
+    done = run_cli(h, "worker", "start", "--burst", timeout=120)
+    assert done.returncode == 0, done.stderr
+    ok(invoke(h, "add", "--id", "d2", "--hold", "--unique-key", "K", "--", "true"))
+    refused = invoke(h, "dlq", "retry", "d1")
+    assert refused.exit_code == 1
+    assert "unique key 'K' is held by job d2 (held)" in refused.stderr
+    assert json.loads(ok(invoke(h, "show", "d1", "--json")))["state"] == "dead"
+
+
+def test_unique_for_counts_the_window_of_the_new_job(h: Path) -> None:
+    ok(invoke(h, "add", "--id", "w1", "--unique-key", "K", "--unique-for", "1h", "--", "true"))
+    done = run_cli(h, "worker", "start", "--burst", timeout=120)
+    assert done.returncode == 0, done.stderr
+    within = invoke(h, "add", "--unique-key", "K", "--unique-for", "1h", "--", "true")
+    assert within.stdout.strip() == "w1"
+    plain = ok(invoke(h, "add", "--unique-key", "K", "--", "true")).strip()
+    assert plain != "w1"  # no window of its own: only unfinished jobs hold the key
+
+
+def test_unique_for_without_unique_key_is_a_usage_error(h: Path) -> None:
+    refused = invoke(h, "add", "--unique-for", "1h", "--", "true")
+    assert refused.exit_code == 2 and refused.stdout == ""
+    assert "--unique-key" in refused.stderr
+    refused = invoke(h, "enqueue", input='{"command": "true", "unique_for": 60}')
+    assert refused.exit_code == 2

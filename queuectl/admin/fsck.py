@@ -22,6 +22,7 @@ from typing import Any
 
 from queuectl.admin.rebuild import (
     existing_job_files,
+    keyed_job,
     named_stores,
     split,
     winners,
@@ -44,6 +45,7 @@ from queuectl.storage.records import decode_line
 from queuectl.storage.registry import live_workers
 from queuectl.storage.replay import Winner
 from queuectl.storage.store import Store
+from queuectl.storage.unique import Keyed, expected_holders
 
 __all__ = ["Finding", "fsck"]
 
@@ -226,6 +228,7 @@ def _check_files(store: Store, offline: bool, journal_ok: bool) -> list[Finding]
     files = existing_job_files(store)
     out: list[Finding] = []
     queued: dict[str, list[str]] = {}
+    keyed: list[Keyed] = []
     if journal_ok:
         for kind in named_stores(store):
             out += _check_named(store, kind, named[kind.kind], offline)
@@ -235,8 +238,9 @@ def _check_files(store: Store, offline: bool, journal_ok: bool) -> list[Finding]
             if not is_job_name(name):
                 continue
             path = directory / name
-            out += _check_file(store, state, path, files, best, offline, journal_ok, queued)
+            out += _check_file(store, state, path, files, best, offline, journal_ok, queued, keyed)
     out += _check_stranded(store, queued)
+    out += _check_unique(store, keyed)
     if journal_ok:
         for job_id, winner in sorted(best.items()):
             if job_id not in files and not winner.gone:
@@ -250,6 +254,50 @@ def _check_files(store: Store, offline: bool, journal_ok: bool) -> list[Finding]
                     )
                 )
     return out
+
+
+def _check_unique(store: Store, keyed: list[Keyed]) -> list[Finding]:
+    """Each unique key's entry against the job files: it must name the unfinished job with
+    the key (else an enqueue of the key would create a second one), and no two unfinished
+    jobs may share a key."""
+    out = []
+    for key, (holder, live) in sorted(expected_holders(keyed).items()):
+        if len(live) > 1:
+            ids = " ".join(j.id for j in live)
+            out.append(
+                Finding("unique", f"unique key {key!r} is held by {len(live)} live jobs: {ids}")
+            )
+        named = store.unique.holder_of(key)
+        if named == holder.id or (not holder.unfinished and named is not None):
+            continue
+        where = store.unique.path(key).relative_to(store.home.root)
+        says = f"names job {named}" if named else "is missing"
+        message = f"unique key {key!r}: {where} {says}, but job {holder.id} holds it"
+        out.append(Finding("unique", message, partial(_record_unique, store, key)))
+    return out
+
+
+def _record_unique(store: Store, key: str) -> str:
+    """Point the key's entry at the job that holds it, under the key's lock (an enqueue of
+    the key cannot interleave), from the job files as they are then."""
+    with store.unique.locked([key]):
+        found = []
+        for state in JobState:
+            directory = store.home.state_dir(state)
+            for name in os.listdir(directory):
+                if not is_job_name(name):
+                    continue
+                try:
+                    job = read_job(directory / name, None)
+                except (InvalidJob, OSError):
+                    continue
+                if job.unique_key == key:
+                    found.append(keyed_job(job))
+        expected = expected_holders(found).get(key)
+        if expected is None:
+            return "no job holds it now"
+        store.unique.record(key, expected[0].id)
+    return f"unique key {key!r} now names job {expected[0].id}"
 
 
 def _check_stranded(store: Store, queued: dict[str, list[str]]) -> list[Finding]:
@@ -418,6 +466,7 @@ def _check_file(
     offline: bool,
     journal_ok: bool,
     stranded: dict[str, list[str]],
+    keyed: list[Keyed],
 ) -> list[Finding]:
     try:
         job = read_job(path, None)
@@ -435,6 +484,8 @@ def _check_file(
     out: list[Finding] = []
     if state not in FINISHED_STATES and state is not JobState.PROCESSING:
         stranded.setdefault(job.queue, []).append(job.id)
+    if job.unique_key:
+        keyed.append(keyed_job(job))
     settled = [p for p in files.get(job.id, []) if p.parent.name != JobState.PROCESSING.value]
     if not journal_ok or state is JobState.PROCESSING or len(settled) != 1:
         return out

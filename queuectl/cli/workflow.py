@@ -252,7 +252,7 @@ def release(ctx: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
 def restart(ctx: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
     """Run finished jobs (completed, dead, cancelled) again: attempts start over, run
     numbers and history go on."""
-    _each(job_ids, ctx.store.workflow.restart, "restart", "restarted", as_json)
+    _each(job_ids, ctx.store.restart, "restart", "restarted", as_json)
 
 
 @click.command()

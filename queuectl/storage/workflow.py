@@ -194,11 +194,16 @@ class Workflow:
             self.commits.commit([Change(released, Event.RELEASED, remove=path)])
             return released
 
-    def restart(self, job_id: str, now: datetime) -> Job:
-        """Run a finished job again: attempts start over, runs and history go on."""
+    def restart(
+        self, job_id: str, now: datetime, revive: Callable[[Job], None] | None = None
+    ) -> Job:
+        """Run a finished job again: attempts start over, runs and history go on.
+        ``revive(job)`` is called before the commit (``Store.reviving``: its unique key)."""
         with self._located(job_id, "restart") as (state, path, job):
             if state not in FINISHED_STATES:
                 raise QueueError(_refusal("restart", job_id, state))
+            if revive is not None:
+                revive(job)
             stamp = format_time(now)
             again = self.placed(
                 _next(
