@@ -389,3 +389,81 @@ def test_unique_for_without_unique_key_is_a_usage_error(h: Path) -> None:
     assert "--unique-key" in refused.stderr
     refused = invoke(h, "enqueue", input='{"command": "true", "unique_for": 60}')
     assert refused.exit_code == 2
+
+
+# ------------------------------------------------------------------ D1: wait --json always
+
+
+def test_wait_json_prints_every_job_on_a_timeout_and_an_unknown_id(h: Path) -> None:
+    ok(invoke(h, "add", "--id", "w", "--", "true"))
+    timed = invoke(h, "wait", "--json", "--timeout", "0", "w")
+    assert timed.exit_code == 124
+    assert json.loads(timed.stdout) == [
+        {"id": "w", "state": "timeout", "exit_code": None, "signal": None}
+    ]
+    unknown = invoke(h, "wait", "--json", "w", "ghost")
+    assert unknown.exit_code == 1
+    states = {r["id"]: r["state"] for r in json.loads(unknown.stdout)}
+    assert states == {"w": "pending", "ghost": "unknown"}
+    assert "no job with id 'ghost'" in unknown.stderr
+    drained = invoke(h, "wait", "--json", "--queue", "default", "--timeout", "0")
+    assert drained.exit_code == 124
+    assert json.loads(drained.stdout) == {
+        "queue": "default",
+        "state": "timeout",
+        "waiting": 1,
+        "running": 0,
+    }
+
+
+def test_wait_json_gives_a_signal_killed_job_128_plus_n(h: Path) -> None:
+    ok(invoke(h, "add", "--id", "k", "--max-retries", "0", "--", "kill -9 $$"))
+    done = run_cli(h, "worker", "start", "--burst", timeout=120)
+    assert done.returncode == 0, done.stderr
+    waited = invoke(h, "wait", "--json", "k")
+    assert waited.exit_code == 137
+    assert json.loads(waited.stdout) == [
+        {"id": "k", "state": "dead", "exit_code": 137, "signal": 9}
+    ]
+
+
+# ------------------------------------------------------------------ D2, D3, D4, D6: CLI shapes
+
+
+def test_a_refusal_says_cannot_verb_id_once(h: Path) -> None:
+    ok(invoke(h, "add", "--id", "j5", "--", "true"))
+    ok(invoke(h, "cancel", "j5"))
+    for verb in ("hold", "release", "edit"):
+        args = [verb, "j5"] + (["--priority", "1"] if verb == "edit" else [])
+        refused = invoke(h, *args)
+        assert refused.exit_code == 1
+        assert refused.stderr.count(f"cannot {verb} j5") == 1, refused.stderr
+    ok(invoke(h, "add", "--id", "j6", "--", "true"))
+    refused = invoke(h, "restart", "--json", "j6")
+    assert refused.exit_code == 1
+    (entry,) = json.loads(refused.stdout)
+    assert entry["error"] == "it has not finished (pending)"
+    assert refused.stderr.count("cannot restart j6") == 1
+
+
+def test_batch_commands_take_an_id_given_twice_once_and_say_the_state_once(h: Path) -> None:
+    ok(invoke(h, "add", "--id", "j1", "--", "true"))
+    assert ok(invoke(h, "hold", "j1", "j1")).splitlines() == ["held j1"]
+    assert ok(invoke(h, "release", "j1", "j1")).splitlines() == ["released j1 (pending)"]
+
+
+def test_the_default_queue_always_exists(h: Path) -> None:
+    refused = invoke(h, "queue", "add", "default")
+    assert refused.exit_code == 1 and "already exists" in refused.stderr
+    ok(invoke(h, "queue", "set", "default", "--parallel", "2"))
+    again = invoke(h, "queue", "add", "default")
+    assert again.exit_code == 1 and "already exists" in again.stderr
+    (row,) = json.loads(ok(invoke(h, "queue", "list", "--json")))
+    assert (row["name"], row["parallel"]) == ("default", 2)
+
+
+@pytest.mark.parametrize("command", ["pause", "resume", "wait"])
+def test_a_command_given_nothing_says_what_is_missing(h: Path, command: str) -> None:
+    refused = invoke(h, command)
+    assert refused.exit_code == 2
+    assert "missing" in refused.stderr and "not both" not in refused.stderr

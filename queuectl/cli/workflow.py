@@ -195,8 +195,11 @@ def resume(ctx: Context, names: tuple[str, ...], everything: bool) -> None:
 
 
 def _set_paused(ctx: Context, names: tuple[str, ...], everything: bool, paused: bool) -> None:
-    if everything == bool(names):
-        raise UsageError("give queue names or --all (not both)")
+    if everything and names:
+        raise UsageError("give queue names or --all, not both")
+    if not everything and not names:
+        verb = "pause" if paused else "resume"
+        raise UsageError(f"missing queue names or --all: say which queues to {verb}")
     store = ctx.store
     chosen = store.queues.names() if everything else list(dict.fromkeys(names))
     for name in chosen:
@@ -217,7 +220,8 @@ def _each(job_ids: tuple[str, ...], action: Any, verb: str, past: str, as_json: 
 
     def run(job_id: str) -> tuple[str, str]:
         job = action(job_id, utcnow())
-        return job.state.value, f"{past} {job_id} ({job.state.value})"
+        state = job.state.value
+        return state, f"{past} {job_id}" + ("" if state == past else f" ({state})")
 
     each_id(job_ids, verb, run, as_json)
 

@@ -139,6 +139,11 @@ class QueueStore(NamedStore[Queue]):
     def add(self, name: str, parallel: int, now: datetime | None = None) -> Queue:
         _check_name(name)
         moment = format_time(now or utcnow())
+        if name == DEFAULT_QUEUE:
+            raise QueueError(
+                "queue 'default' already exists (it always does); change its limit with: "
+                "queuectl queue set default --parallel N"
+            )
         with self.changing(name):
             if self.read_file(name) is not None or os.path.lexists(self.path(name)):
                 raise QueueError(f"queue {name!r} already exists")
