@@ -467,3 +467,29 @@ def test_a_command_given_nothing_says_what_is_missing(h: Path, command: str) -> 
     refused = invoke(h, command)
     assert refused.exit_code == 2
     assert "missing" in refused.stderr and "not both" not in refused.stderr
+
+
+# ------------------------------------------------------------------ C3, D6: what list/show print
+
+
+def test_list_and_show_say_plainly_which_ids_a_blocked_job_waits_for(h: Path) -> None:
+    ok(invoke(h, "add", "--id", "a", "--hold", "--", "true"))
+    ok(invoke(h, "add", "--id", "c", "--", "true"))
+    ok(invoke(h, "add", "--id", "b", "--after", "a", "--after", "c", "--label", "x", "true"))
+    listed = ok(invoke(h, "list"))
+    row = next(line for line in listed.splitlines() if line.startswith("b "))
+    assert "after a c" in row
+    (entry,) = json.loads(ok(invoke(h, "list", "--json", "--state", "blocked")))
+    assert entry["waiting_for"] == ["a", "c"]
+    shown = ok(invoke(h, "show", "b"))
+    assert "[" not in shown and "'a'" not in shown
+    assert any(line.split() == ["after", "a", "c"] for line in shown.splitlines())
+    assert "waiting for: a c" in shown
+
+
+def test_table_cells_escape_control_characters(h: Path) -> None:
+    ok(invoke(h, "add", "--id", "x", "--", "printf a\x01b\x1b[2J"))
+    for args in (["list"], ["show", "x"]):
+        out = ok(invoke(h, *args))
+        assert "\x01" not in out and "\x1b" not in out, args
+        assert "a\\x01b" in out

@@ -96,6 +96,17 @@ def list_jobs(
     print_jobs(ctx.store, jobs, as_json)
 
 
+def _shown(value: object) -> str:
+    """A job field for a person: ids and labels plainly (``a b``, not ``['a', 'b']``)."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
 @click.command()
 @click.argument("job_id", metavar="ID", shell_complete=complete_ids)
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
@@ -114,10 +125,12 @@ def show(ctx: Context, job_id: str, as_json: bool) -> None:
         return
     from tabulate import tabulate
 
+    from queuectl.text import one_line
+
     fields = {k: v for k, v in job.to_dict().items() if k != "history"}
     fields["env"] = " ".join(f"{k}={v}" for k, v in job.env.items())
-    rows = [[key, "" if value is None else value] for key, value in fields.items()]
-    click.echo(tabulate(rows, tablefmt="plain"))
+    rows = [[key, one_line(_shown(value))] for key, value in fields.items()]
+    click.echo(tabulate(rows, tablefmt="plain", disable_numparse=True))
     if running is not None:
         worker = running.get("worker") or {}
         click.echo(
@@ -128,9 +141,13 @@ def show(ctx: Context, job_id: str, as_json: bool) -> None:
         click.echo(f"waiting for: {' '.join(waiting) or '(nothing: about to move on)'}")
     for hook in hooks[-3:]:
         tail = f": {hook['stderr_tail']}" if hook.get("stderr_tail") else ""
+        code = hook.get("exit_code")
+        coded = f", exit code {code}" if code is not None else ""
         click.echo(
-            f"hook ({hook.get('state')}) {hook.get('outcome')}, exit code "
-            f"{hook.get('exit_code')}, at {hook.get('finished_at')}{tail}"
+            one_line(
+                f"hook ({hook.get('state')}) {hook.get('outcome')}{coded}, "
+                f"at {hook.get('finished_at')}{tail}"
+            )
         )
     from queuectl.observe.attempts import job_attempts
 
