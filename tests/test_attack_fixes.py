@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from queuectl.storage.locks import Holder, change_offset, slot_offset
 from queuectl.storage.slots import free_slots, has_room, running_slots, take_slot
 from queuectl.storage.store import Store
 
-from .conftest import run_cli
+from .conftest import run_cli, start_worker, wait_exit, wait_until
 from .workflow_support import invoke, ok
 
 
@@ -493,3 +494,24 @@ def test_table_cells_escape_control_characters(h: Path) -> None:
         out = ok(invoke(h, *args))
         assert "\x01" not in out and "\x1b" not in out, args
         assert "a\\x01b" in out
+
+
+# ------------------------------------------------------------------ C4: a killed worker's tmp/
+
+
+def test_fsck_groups_a_killed_workers_tmp_files_and_repair_removes_them(h: Path) -> None:
+    worker = start_worker(h, "--count", "4")
+    try:
+        wait_until(lambda: len(list((h / "tmp").iterdir())) >= 2, message="tmp files")
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        wait_exit(worker)
+    left = list((h / "tmp").iterdir())
+    checked = invoke(h, "fsck")
+    assert checked.exit_code == 1
+    findings = [line for line in checked.stdout.splitlines() if line.startswith("stale-tmp")]
+    assert len(findings) == 1, checked.stdout
+    assert f"{len(left)} leftover temporary files" in findings[0]
+    repaired = invoke(h, "fsck", "--repair")
+    assert f"removed {len(left)} of {len(left)} file(s)" in repaired.stdout
+    assert list((h / "tmp").iterdir()) == []

@@ -207,15 +207,28 @@ def _cut_damage(store: Store, path: Path, offset: int) -> str:
 
 
 def _check_tmp(store: Store) -> list[Finding]:
-    """Leftovers whose writer is gone (``storage.tmpfiles``: never by age alone)."""
-    return [
-        Finding("stale-tmp", f"leftover temporary file {path}", partial(_remove_tmp, path))
-        for path in tmpfiles.stale(store.home.tmp, store.locks)
-    ]
+    """Leftovers whose writer is gone (``storage.tmpfiles``: never by age alone), one
+    finding per dead writer (a SIGKILLed worker leaves its pre-created output files and
+    blanks: a few dozen files, one problem)."""
+    out = []
+    for owner, paths in sorted(tmpfiles.by_writer(store.home.tmp, store.locks).items()):
+        if len(paths) == 1:
+            message = f"leftover temporary file {paths[0]}"
+        else:
+            writer = f"process mark {owner}" if owner else "no known writer"
+            message = (
+                f"{len(paths)} leftover temporary files in {store.home.tmp} of a process that "
+                f"is gone ({writer}), e.g. {paths[0].name}"
+            )
+        out.append(Finding("stale-tmp", message, partial(_remove_tmp, store, paths)))
+    return out
 
 
-def _remove_tmp(path: Path) -> str:
-    return f"removed {path}" if tmpfiles.remove(path) else "already gone"
+def _remove_tmp(store: Store, paths: list[Path]) -> str:
+    removed = sum(1 for path in paths if tmpfiles.remove_if_stale(path, store.locks))
+    if len(paths) == 1:
+        return f"removed {paths[0]}" if removed else "already gone"
+    return f"removed {removed} of {len(paths)} file(s)"
 
 
 # ------------------------------------------------------------------------ job files
