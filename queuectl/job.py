@@ -558,6 +558,8 @@ def job_from_input(
     held = data.get("held", False)
     if not isinstance(held, bool):
         raise InvalidJob("'held' must be true or false")
+    if data.get("unique_for") is not None and data.get("unique_key") is None:
+        raise InvalidJob("unique_for (--unique-for) needs a unique_key (--unique-key)")
     return Job(
         id=job_id,
         command=command,

@@ -26,8 +26,9 @@ def one_line(text: str) -> str:
 
 
 def clip(text: str, width: int) -> str:
-    """``flat(text)``, cut to ``width`` characters with an ellipsis when it was longer."""
-    line = flat(text)
+    """``flat(text)`` with control characters escaped (``one_line``: a table cell cannot move
+    the cursor), cut to ``width`` characters with an ellipsis when it was longer."""
+    line = one_line(flat(text))
     return line if len(line) <= width else line[: width - 1] + "…"
 
 

@@ -134,18 +134,22 @@ def test_wait_for_several_and_wait_json(qhome: Path, procs: Procs, tmp_path: Pat
     assert done.returncode == 1, done.stderr
     reported = json.loads(done.stdout)
     assert sorted(reported, key=lambda r: r["id"]) == [
-        {"id": "bad", "state": "dead", "exit_code": 3},
-        {"id": "good", "state": "completed", "exit_code": 0},
-        {"id": "never", "state": "cancelled", "exit_code": None},
-        {"id": "slow", "state": "dead", "exit_code": None},
+        {"id": "bad", "state": "dead", "exit_code": 3, "signal": None},
+        {"id": "good", "state": "completed", "exit_code": 0, "signal": None},
+        {"id": "never", "state": "cancelled", "exit_code": None, "signal": None},
+        {"id": "slow", "state": "dead", "exit_code": None, "signal": None},
     ]
 
     one = run_in(qhome, "wait", "--json", "bad")
     assert one.returncode == 3  # the same exit codes as without --json
-    assert json.loads(one.stdout) == [{"id": "bad", "state": "dead", "exit_code": 3}]
+    assert json.loads(one.stdout) == [
+        {"id": "bad", "state": "dead", "exit_code": 3, "signal": None}
+    ]
     alone = run_in(qhome, "wait", "--json", "good")
     assert alone.returncode == 0
-    assert json.loads(alone.stdout) == [{"id": "good", "state": "completed", "exit_code": 0}]
+    assert json.loads(alone.stdout) == [
+        {"id": "good", "state": "completed", "exit_code": 0, "signal": None}
+    ]
     cancelled = run_in(qhome, "wait", "--json", "never")
     assert cancelled.returncode == 125
     timed = run_in(qhome, "wait", "--json", "slow")

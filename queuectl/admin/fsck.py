@@ -11,6 +11,7 @@ and the comparison with the folders keeps one small tuple per job (``rebuild.win
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import Any
 
 from queuectl.admin.rebuild import (
     existing_job_files,
+    keyed_job,
     named_stores,
     split,
     winners,
@@ -29,7 +31,7 @@ from queuectl.admin.rebuild import (
 )
 from queuectl.config import backoff_policy
 from queuectl.errors import InvalidJob, JournalCorrupt, QueueError
-from queuectl.job import Job, JobState, utcnow
+from queuectl.job import FINISHED_STATES, Job, JobState, utcnow
 from queuectl.scheduler import worker_lost
 from queuectl.storage import tmpfiles
 from queuectl.storage.commit import Change
@@ -43,6 +45,7 @@ from queuectl.storage.records import decode_line
 from queuectl.storage.registry import live_workers
 from queuectl.storage.replay import Winner
 from queuectl.storage.store import Store
+from queuectl.storage.unique import Keyed, expected_holders
 
 __all__ = ["Finding", "fsck"]
 
@@ -204,15 +207,28 @@ def _cut_damage(store: Store, path: Path, offset: int) -> str:
 
 
 def _check_tmp(store: Store) -> list[Finding]:
-    """Leftovers whose writer is gone (``storage.tmpfiles``: never by age alone)."""
-    return [
-        Finding("stale-tmp", f"leftover temporary file {path}", partial(_remove_tmp, path))
-        for path in tmpfiles.stale(store.home.tmp, store.locks)
-    ]
+    """Leftovers whose writer is gone (``storage.tmpfiles``: never by age alone), one
+    finding per dead writer (a SIGKILLed worker leaves its pre-created output files and
+    blanks: a few dozen files, one problem)."""
+    out = []
+    for owner, paths in sorted(tmpfiles.by_writer(store.home.tmp, store.locks).items()):
+        if len(paths) == 1:
+            message = f"leftover temporary file {paths[0]}"
+        else:
+            writer = f"process mark {owner}" if owner else "no known writer"
+            message = (
+                f"{len(paths)} leftover temporary files in {store.home.tmp} of a process that "
+                f"is gone ({writer}), e.g. {paths[0].name}"
+            )
+        out.append(Finding("stale-tmp", message, partial(_remove_tmp, store, paths)))
+    return out
 
 
-def _remove_tmp(path: Path) -> str:
-    return f"removed {path}" if tmpfiles.remove(path) else "already gone"
+def _remove_tmp(store: Store, paths: list[Path]) -> str:
+    removed = sum(1 for path in paths if tmpfiles.remove_if_stale(path, store.locks))
+    if len(paths) == 1:
+        return f"removed {paths[0]}" if removed else "already gone"
+    return f"removed {removed} of {len(paths)} file(s)"
 
 
 # ------------------------------------------------------------------------ job files
@@ -224,6 +240,8 @@ def _check_files(store: Store, offline: bool, journal_ok: bool) -> list[Finding]
     best, named = split(winners(store)) if journal_ok else ({}, {})
     files = existing_job_files(store)
     out: list[Finding] = []
+    queued: dict[str, list[str]] = {}
+    keyed: list[Keyed] = []
     if journal_ok:
         for kind in named_stores(store):
             out += _check_named(store, kind, named[kind.kind], offline)
@@ -233,9 +251,9 @@ def _check_files(store: Store, offline: bool, journal_ok: bool) -> list[Finding]
             if not is_job_name(name):
                 continue
             path = directory / name
-            finding = _check_file(store, state, path, files, best, offline, journal_ok)
-            if finding is not None:
-                out.append(finding)
+            out += _check_file(store, state, path, files, best, offline, journal_ok, queued, keyed)
+    out += _check_stranded(store, queued)
+    out += _check_unique(store, keyed)
     if journal_ok:
         for job_id, winner in sorted(best.items()):
             if job_id not in files and not winner.gone:
@@ -251,6 +269,67 @@ def _check_files(store: Store, offline: bool, journal_ok: bool) -> list[Finding]
     return out
 
 
+def _check_unique(store: Store, keyed: list[Keyed]) -> list[Finding]:
+    """Each unique key's entry against the job files: it must name the unfinished job with
+    the key (else an enqueue of the key would create a second one), and no two unfinished
+    jobs may share a key."""
+    out = []
+    for key, (holder, live) in sorted(expected_holders(keyed).items()):
+        if len(live) > 1:
+            ids = " ".join(j.id for j in live)
+            out.append(
+                Finding("unique", f"unique key {key!r} is held by {len(live)} live jobs: {ids}")
+            )
+        named = store.unique.holder_of(key)
+        if named == holder.id or (not holder.unfinished and named is not None):
+            continue
+        where = store.unique.path(key).relative_to(store.home.root)
+        says = f"names job {named}" if named else "is missing"
+        message = f"unique key {key!r}: {where} {says}, but job {holder.id} holds it"
+        out.append(Finding("unique", message, partial(_record_unique, store, key)))
+    return out
+
+
+def _record_unique(store: Store, key: str) -> str:
+    """Point the key's entry at the job that holds it, under the key's lock (an enqueue of
+    the key cannot interleave), from the job files as they are then."""
+    with store.unique.locked([key]):
+        found = []
+        for state in JobState:
+            directory = store.home.state_dir(state)
+            for name in os.listdir(directory):
+                if not is_job_name(name):
+                    continue
+                try:
+                    job = read_job(directory / name, None)
+                except (InvalidJob, OSError):
+                    continue
+                if job.unique_key == key:
+                    found.append(keyed_job(job))
+        expected = expected_holders(found).get(key)
+        if expected is None:
+            return "no job holds it now"
+        store.unique.record(key, expected[0].id)
+    return f"unique key {key!r} now names job {expected[0].id}"
+
+
+def _check_stranded(store: Store, queued: dict[str, list[str]]) -> list[Finding]:
+    """Waiting jobs of a queue that does not exist or cannot be read: no worker starts them
+    (one finding per queue; add the queue again, fix its file, or cancel the jobs)."""
+    out = []
+    for name, ids in sorted(queued.items()):
+        why = store.queues.why_unusable(name)
+        if why is None:
+            continue
+        shown = " ".join(sorted(ids)[:10]) + (" ..." if len(ids) > 10 else "")
+        out.append(
+            Finding(
+                "queue-missing", f"{len(ids)} job(s) of queue {name} cannot run: {why}: {shown}"
+            )
+        )
+    return out
+
+
 def _check_named(
     store: Store, kind: NamedStore[Any], found: dict[str, Winner], offline: bool
 ) -> list[Finding]:
@@ -258,9 +337,19 @@ def _check_named(
     journal lacks."""
     out = []
     label = kind.kind
+    broken = kind.broken()
     on_disk = {name for name in kind.file_names() if kind.read_file(name) is not None}
     for name, winner in sorted(found.items()):
         current = kind.read_file(name)
+        if current is None and name in broken and not winner.gone:
+            out.append(
+                Finding(
+                    label,
+                    f"{label} {name}: {broken[name]}; {_unusable(label)}",
+                    partial(_restore_named, store, kind, winner),
+                )
+            )
+            continue
         if winner.gone:
             if current is not None and current.rev <= winner.rev:
                 out.append(
@@ -281,12 +370,23 @@ def _check_named(
                 )
             )
             continue
-        if version == (winner.generation, winner.rev) and _same_as_journal(
-            store, kind, winner, current
-        ):
+        if version == (winner.generation, winner.rev):
+            differs = _named_differences(store, kind, winner, current)
+            if differs:
+                out.append(
+                    Finding(
+                        label,
+                        f"{label} {name} disagrees with the journal: " + "; ".join(differs),
+                        partial(_restore_named, store, kind, winner),
+                    )
+                )
             continue
         fix = partial(_rewrite_named, store, kind, winner) if offline else None
         out.append(Finding(label, f"{label} {name} disagrees with the journal", fix))
+    for name in sorted(set(broken) - set(found)):
+        out.append(
+            Finding(label, f"{label} {name}: {broken[name]}; {_unusable(label)} (not journaled)")
+        )
     for name in sorted(on_disk - set(found)):
         current = kind.read_file(name)
         if current is not None:
@@ -300,12 +400,56 @@ def _check_named(
     return out
 
 
-def _same_as_journal(store: Store, kind: NamedStore[Any], winner: Winner, current: Any) -> bool:
-    """Whether a file at the journal's revision also says what the journal says: a file
-    edited in place (another command, unpaused, a new rule) keeps its rev, and a leader
-    would act on it."""
-    journaled = winning_named(store, kind, winner)
-    return journaled is not None and journaled.to_dict() == current.to_dict()
+def _named_differences(
+    store: Store, kind: NamedStore[Any], winner: Winner, current: Any
+) -> list[str]:
+    """What a file says unlike its winning journal record of the same rev (a hand edit
+    that still parses): ``parallel is 3 in queues/q.json, 1 in the journal``."""
+    item = winning_named(store, kind, winner)
+    if item is None:
+        return []
+    mine, theirs = _flat(current.to_dict()), _flat(item.to_dict())
+    where = f"{kind.folder}/{current.name}.json"
+    return [
+        f"{key} is {_shown(mine.get(key))} in {where}, {_shown(theirs.get(key))} in the journal"
+        for key in sorted(set(mine) | set(theirs))
+        if mine.get(key) != theirs.get(key)
+    ]
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested objects as dotted keys (``job.command``): a difference names the field."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _unusable(label: str) -> str:
+    return "its jobs cannot run" if label == "queue" else f"the {label} is ignored"
+
+
+def _shown(value: object) -> str:
+    return (
+        json.dumps(value) if not isinstance(value, int) or isinstance(value, bool) else str(value)
+    )
+
+
+def _restore_named(store: Store, kind: NamedStore[Any], winner: Winner) -> str:
+    """Put back what the journal says (a queue or schedule change holds the object's change
+    lock, so this is safe while workers run)."""
+    item = winning_named(store, kind, winner)
+    if item is None:
+        return "the journal record cannot be read"
+    with kind.changing(item.name):
+        now = kind.read_file(item.name)
+        if now is not None and (now.generation, now.rev) != (item.generation, item.rev):
+            return "changed meanwhile; run fsck again"
+        kind.write_file(item)
+    return f"restored {kind.folder}/{item.name}.json from the journal"
 
 
 def _remove_named_file(kind: NamedStore[Any], name: str) -> str:
@@ -334,24 +478,32 @@ def _check_file(
     best: dict[str, Winner],
     offline: bool,
     journal_ok: bool,
-) -> Finding | None:
+    stranded: dict[str, list[str]],
+    keyed: list[Keyed],
+) -> list[Finding]:
     try:
         job = read_job(path, None)
         if state is not JobState.PROCESSING and job.state is not state:
             raise InvalidJob(f"says state {job.state.value!r} but is in {state.value}/")
     except FileNotFoundError:
-        return None
+        return []
     except (InvalidJob, OSError) as exc:
         reason = str(exc) if isinstance(exc, InvalidJob) else f"cannot be read: {exc.strerror}"
         if state is JobState.PROCESSING and store.recovery.is_running(path.stem):
-            return None
+            return []
         if state is JobState.PENDING and awaiting_adoption(path):
-            return None
-        return Finding("bad-file", f"{path} {reason}", partial(_reject, store, path, reason))
+            return []
+        return [Finding("bad-file", f"{path} {reason}", partial(_reject, store, path, reason))]
+    out: list[Finding] = []
+    if state not in FINISHED_STATES and state is not JobState.PROCESSING:
+        stranded.setdefault(job.queue, []).append(job.id)
+    if job.unique_key:
+        keyed.append(keyed_job(job))
     settled = [p for p in files.get(job.id, []) if p.parent.name != JobState.PROCESSING.value]
     if not journal_ok or state is JobState.PROCESSING or len(settled) != 1:
-        return None
-    return _compare(store, path, job, best.get(job.id), offline)
+        return out
+    finding = _compare(store, path, job, best.get(job.id), offline)
+    return out if finding is None else [*out, finding]
 
 
 def _reject(store: Store, path: Path, reason: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from queuectl.errors import InvalidJob, QueueError
-from queuectl.job import ID_PATTERN, Job, JobState
+from queuectl.job import FINISHED_STATES, ID_PATTERN, Job, JobState
 from queuectl.storage.commit import Change
 from queuectl.storage.events import Event
 from queuectl.storage.jobfile import read_job_file
@@ -27,12 +27,14 @@ from queuectl.storage.named import NamedStore
 from queuectl.storage.registry import live_workers
 from queuectl.storage.replay import Replay, Winner
 from queuectl.storage.store import Store
+from queuectl.storage.unique import Keyed, expected_holders
 
 __all__ = [
     "RebuildReport",
     "Winner",
     "existing_job_files",
     "journal_jobs",
+    "keyed_job",
     "named_stores",
     "rebuild",
     "winners",
@@ -146,12 +148,15 @@ def rebuild(
     if on_total:
         on_total(len(best))
     batch: list[tuple[Change, list[Path]]] = []
+    keyed: list[Keyed] = []
     for job_id, winner in best.items():
         paths = existing.get(job_id, [])
         if winner.gone:
             _remove(store, paths, report)
         else:
             job = winning_job(store, winner)
+            if job is not None and job.unique_key:
+                keyed.append(keyed_job(job))
             if job is not None:
                 target = store.home.job_path(job.state, job_id)
                 others = [p for p in paths if p != target]
@@ -165,10 +170,24 @@ def rebuild(
         if progress:
             progress(1)
     _flush(store, batch, report)
+    _rebuild_unique(store, keyed)
     report.unknown = sorted(
         p for job_id, paths in existing.items() if job_id not in best for p in paths
     )
     return report
+
+
+def keyed_job(job: Job) -> Keyed:
+    assert job.unique_key
+    return Keyed(job.id, job.unique_key, job.state not in FINISHED_STATES, job.updated_at)
+
+
+def _rebuild_unique(store: Store, keyed: list[Keyed]) -> None:
+    """Rewrite ``unique/`` from the jobs (without it, a wiped folder let a second live job
+    with a held key be created)."""
+    for key, (holder, _live) in expected_holders(keyed).items():
+        if store.unique.holder_of(key) != holder.id:
+            store.unique.record(key, holder.id)
 
 
 def _rebuild_named(store: Store, kind: NamedStore[Any], found: dict[str, Winner]) -> None:

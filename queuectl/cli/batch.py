@@ -16,6 +16,7 @@ import click
 
 from queuectl.cli.render import print_json, warn
 from queuectl.errors import QueueError, UsageError
+from queuectl.text import one_line
 
 __all__ = ["each_id"]
 
@@ -26,19 +27,23 @@ def each_id(
     action: Callable[[str], tuple[str, str]],
     as_json: bool,
 ) -> None:
-    """Run ``action(id) -> (state after, message)`` for each id; exit 1 if any failed.
+    """Run ``action(id) -> (state after, message)`` for each id (an id given twice once);
+    exit 1 if any failed.
 
-    A usage error (bad arguments as a whole) stops at once, as for any command.
+    A failure is one line on stderr, ``cannot <verb> <id>: <reason>`` (the prefix said once,
+    whether or not the error raised already said it); the JSON ``error`` is the reason. A usage
+    error (bad arguments as a whole) stops at once, as for any command.
     """
     results: list[dict[str, Any]] = []
-    for job_id in job_ids:
+    for job_id in dict.fromkeys(job_ids):
         try:
             state, message = action(job_id)
         except UsageError:
             raise
         except QueueError as exc:
-            warn(f"cannot {verb} {job_id}: {exc}")
-            results.append({"id": job_id, "ok": False, "error": str(exc)})
+            reason = _reason(verb, job_id, exc)
+            warn(f"cannot {verb} {job_id}: {reason}")
+            results.append({"id": job_id, "ok": False, "error": reason})
             continue
         results.append({"id": job_id, "ok": True, "state": state, "message": message})
         if not as_json:
@@ -47,3 +52,13 @@ def each_id(
         print_json(results)
     if any(not r["ok"] for r in results):
         sys.exit(1)
+
+
+def _reason(verb: str, job_id: str, exc: Exception) -> str:
+    """Why ``verb`` failed for ``job_id``, without a ``cannot <verb> <id>:`` the error
+    raised may already start with (the caller says it once)."""
+    reason = str(exc)
+    for prefix in (f"cannot {verb} {job_id}: ", f"cannot {verb} {job_id!r}: "):
+        while reason.startswith(prefix):
+            reason = reason[len(prefix) :]
+    return one_line(reason)

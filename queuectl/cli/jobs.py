@@ -96,6 +96,17 @@ def list_jobs(
     print_jobs(ctx.store, jobs, as_json)
 
 
+def _shown(value: object) -> str:
+    """A job field for a person: ids and labels plainly (``a b``, not ``['a', 'b']``)."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
 @click.command()
 @click.argument("job_id", metavar="ID", shell_complete=complete_ids)
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
@@ -114,10 +125,12 @@ def show(ctx: Context, job_id: str, as_json: bool) -> None:
         return
     from tabulate import tabulate
 
+    from queuectl.text import one_line
+
     fields = {k: v for k, v in job.to_dict().items() if k != "history"}
     fields["env"] = " ".join(f"{k}={v}" for k, v in job.env.items())
-    rows = [[key, "" if value is None else value] for key, value in fields.items()]
-    click.echo(tabulate(rows, tablefmt="plain"))
+    rows = [[key, one_line(_shown(value))] for key, value in fields.items()]
+    click.echo(tabulate(rows, tablefmt="plain", disable_numparse=True))
     if running is not None:
         worker = running.get("worker") or {}
         click.echo(
@@ -128,9 +141,13 @@ def show(ctx: Context, job_id: str, as_json: bool) -> None:
         click.echo(f"waiting for: {' '.join(waiting) or '(nothing: about to move on)'}")
     for hook in hooks[-3:]:
         tail = f": {hook['stderr_tail']}" if hook.get("stderr_tail") else ""
+        code = hook.get("exit_code")
+        coded = f", exit code {code}" if code is not None else ""
         click.echo(
-            f"hook ({hook.get('state')}) {hook.get('outcome')}, exit code "
-            f"{hook.get('exit_code')}, at {hook.get('finished_at')}{tail}"
+            one_line(
+                f"hook ({hook.get('state')}) {hook.get('outcome')}{coded}, "
+                f"at {hook.get('finished_at')}{tail}"
+            )
         )
     from queuectl.observe.attempts import job_attempts
 
@@ -213,21 +230,40 @@ completed, else 1."""
 @click.argument("job_ids", metavar="[ID...]", nargs=-1, shell_complete=complete_ids)
 @click.option("--queue", "queue", metavar="NAME", help="Wait until this queue has nothing left.")
 @click.option("--timeout", type=click.FloatRange(0), help="Give up after S seconds (exit 124).")
-@click.option("--json", "as_json", is_flag=True, help="Print each job's id, state, exit code.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON array of {id, state, exit_code, signal} per job, also on a timeout "
+    '(state "timeout") or an unknown id (state "unknown"); with --queue one object '
+    '{queue, state ("drained" or "timeout"), waiting, running}.',
+)
 @pass_context
 def wait(
     ctx: Context, job_ids: tuple[str, ...], queue: str | None, timeout: float | None, as_json: bool
 ) -> None:
     """Block until jobs finish (or a queue has nothing waiting or running)."""
-    from queuectl.observe.waiting import exit_code_of, outcomes, wait_for, wait_for_queue
+    from queuectl.observe.waiting import (
+        TIMED_OUT,
+        WaitTimeout,
+        exit_code_of,
+        outcomes,
+        problem_of,
+        wait_for,
+        wait_for_queue,
+    )
 
-    if bool(job_ids) == bool(queue):
-        raise UsageError("give job ids or --queue (not both)")
+    if job_ids and queue:
+        raise UsageError("give job ids or --queue, not both")
+    if not job_ids and not queue:
+        raise UsageError("missing job ids or --queue NAME: say what to wait for")
     if queue is not None:
         ctx.store.queues.require(queue)
-        wait_for_queue(ctx.store, queue, timeout)
+        drained = wait_for_queue(ctx.store, queue, timeout)
         if as_json:
-            print_json({"queue": queue, "waiting": 0, "running": 0})
+            print_json(drained)
+        if drained["state"] == TIMED_OUT:
+            raise WaitTimeout(f"timed out waiting for queue {queue!r} to drain")
         return
     ids = list(dict.fromkeys(job_ids))
     with progress("waiting") as bar:
@@ -237,6 +273,9 @@ def wait(
     results = outcomes(ctx.store, ids, final)
     if as_json:
         print_json(results)
+    problem = problem_of(results)
+    if problem is not None:
+        raise problem
     if len(ids) == 1:
         code = exit_code_of(results[0])
         if code:

@@ -131,7 +131,15 @@ def print_jobs(store: Store, jobs: list[Job], as_json: bool) -> None:
     if as_json:
         print_json(
             [
-                {**j.to_dict(), **({"running": running[j.id]} if j.id in running else {})}
+                {
+                    **j.to_dict(),
+                    **({"running": running[j.id]} if j.id in running else {}),
+                    **(
+                        {"waiting_for": store.workflow.waiting_for(j)}
+                        if j.state.value == "blocked"
+                        else {}
+                    ),
+                }
                 for j in jobs
             ]
         )
@@ -149,14 +157,15 @@ def print_jobs(store: Store, jobs: list[Job], as_json: bool) -> None:
     for j in jobs:
         run = running.get(j.id)
         where = ((run.get("worker") or {}).get("id") or "(starting)") if run else ""
+        waits = store.workflow.waiting_for(j) if j.state.value == "blocked" else None
         rows.append(
             [
-                j.id,
+                clip(j.id, 64),
                 j.state.value,
-                *([j.queue] if queues else []),
+                *([clip(j.queue, 32)] if queues else []),
                 f"{j.attempts}/{j.max_retries + 1}",
-                when(j, run, now),
-                *([where] if running else []),
+                clip("after " + " ".join(waits), 40) if waits else when(j, run, now),
+                *([clip(where, 40)] if running else []),
                 clip(j.command, 40),
                 clip(j.last_error or "", 40),
             ]

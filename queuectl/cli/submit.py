@@ -85,12 +85,16 @@ def job_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--unique-key",
             metavar="KEY",
-            help="Create nothing while a job with this key waits or runs; print its id.",
+            help="Create nothing while a job with this key is waiting, held, blocked, "
+            "running or waiting for a retry; print that job's id instead. restart and dlq "
+            "retry of a job are refused (exit 1) while another job holds its key.",
         ),
         click.option(
             "--unique-for",
             metavar="DURATION",
-            help="With --unique-key: also while such a job completed this recently.",
+            help="With --unique-key (required): also create nothing while the key's latest job "
+            "completed within DURATION. The window of the job being added (or restarted) "
+            "counts, not the one the earlier job was added with.",
         ),
         click.option("--hold", is_flag=True, help="Do not run it until 'queuectl release ID'."),
         click.option(

@@ -18,6 +18,7 @@ from queuectl.cli.render import (
     print_json,
 )
 from queuectl.errors import QueueError
+from queuectl.text import one_line
 
 if TYPE_CHECKING:
     pass
@@ -153,9 +154,15 @@ def status(ctx: Context, as_json: bool) -> None:
     counts = {state: store.folders.count(state) for state in STATES}
     workers = live_workers(store.home.workers)
     rejected = store.folders.rejected()
+    from queuectl.cli.workflow import queue_problems, queue_rows
+
+    rows = queue_rows(ctx)
     queues = [
-        {"name": q.name, "parallel": q.parallel, "paused": q.paused} for q in store.queues.all()
+        {"name": r["name"], "parallel": r["parallel"], "paused": r["paused"]}
+        | ({"problem": r["problem"]} if r["problem"] else {})
+        for r in rows
     ]
+    problems = queue_problems(rows)
     gpus = store.devices.in_use()
     from queuectl.storage.registry import running_jobs
 
@@ -180,10 +187,19 @@ def status(ctx: Context, as_json: bool) -> None:
     click.echo()
     special = [q for q in queues if q["parallel"] or q["paused"] or q["name"] != "default"]
     if special:
-        rows = [
-            [q["name"], q["parallel"] or "no limit", "yes" if q["paused"] else ""] for q in queues
+        table = [
+            [
+                q["name"],
+                "broken" if "problem" in q else q["parallel"] or "no limit",
+                "yes" if q["paused"] else "",
+            ]
+            for q in queues
         ]
-        click.echo(tabulate(rows, headers=["queue", "parallel", "paused"]))
+        click.echo(tabulate(table, headers=["queue", "parallel", "paused"]))
+        click.echo()
+    if problems:
+        for line in problems:
+            click.echo(one_line(line))
         click.echo()
     if gpus:
         _devices, per = store.devices.current()

@@ -10,6 +10,7 @@ import click
 from queuectl.cli.main import Context, complete_ids, pass_context
 from queuectl.cli.render import print_json
 from queuectl.errors import UsageError
+from queuectl.text import one_line
 
 __all__ = ["edit", "hold", "pause", "queue", "release", "restart", "resume"]
 
@@ -17,34 +18,53 @@ UNFINISHED = ("pending", "processing", "failed", "held", "blocked")
 
 
 def queue_rows(ctx: Context) -> list[dict[str, Any]]:
-    """Every queue with its limit, pause flag and jobs per state (``queue list``, status)."""
-    from queuectl.job import JobState
+    """Every queue with its limit, pause flag and jobs per state (``queue list``, status),
+    plus a row with a ``problem`` for each queue that cannot run its jobs: a queue file that
+    cannot be trusted, or a queue that unfinished jobs name but that does not exist."""
+    from queuectl.job import DEFAULT_QUEUE, JobState
     from queuectl.storage.slots import running_slots
 
     store = ctx.store
-    queues = store.queues.all()
+    queues = {q.name: q for q in store.queues.all()}
+    broken = store.queues.broken()
     states = tuple(JobState(s) for s in UNFINISHED)
-    if len(queues) == 1:  # only the default queue: the folder counts say it all
-        counts = {queues[0].name: {s.value: store.folders.count(s) for s in states}}
+    if not store.queues.directory.exists():
+        # no queue was ever added or changed: every job is in the default queue (enqueue
+        # refuses others, and a worker rejects a drop naming one), and nothing is read.
+        counts = {DEFAULT_QUEUE: {s.value: store.folders.count(s) for s in states}}
     else:
         counts = store.folders.queue_counts(states)
     rows = []
-    for queue in queues:
-        mine = counts.get(queue.name, {})
+    for name in sorted({*queues, *broken, *counts}):
+        mine = counts.get(name, {})
+        queue = queues.get(name)
+        problem = None if queue is not None else store.queues.why_unusable(name)
         rows.append(
             {
-                "name": queue.name,
-                "parallel": queue.parallel,
-                "paused": queue.paused,
+                "name": name,
+                "parallel": queue.parallel if queue is not None else None,
+                "paused": queue.paused if queue is not None else None,
                 "pending": mine.get("pending", 0),
                 "running": mine.get("processing", 0),
                 "failed": mine.get("failed", 0),
                 "held": mine.get("held", 0),
                 "blocked": mine.get("blocked", 0),
-                "slots_in_use": running_slots(store.locks, queue),
+                "problem": problem,
+                "slots_in_use": running_slots(store.locks, queue) if queue is not None else 0,
             }
         )
     return rows
+
+
+def queue_problems(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per queue that cannot run its jobs (``queue list``, ``status``)."""
+    out = []
+    for row in rows:
+        if row["problem"] is None:
+            continue
+        waiting = sum(row[k] for k in ("pending", "failed", "held", "blocked"))
+        out.append(f"queue {row['name']}: {row['problem']}; {waiting} job(s) of it cannot run")
+    return out
 
 
 @click.group()
@@ -102,7 +122,7 @@ def queue_list(ctx: Context, as_json: bool) -> None:
     table = [
         [
             r["name"],
-            r["parallel"] or "-",
+            "broken" if r["problem"] else r["parallel"] or "-",
             "yes" if r["paused"] else "",
             r["pending"],
             r["running"],
@@ -114,6 +134,11 @@ def queue_list(ctx: Context, as_json: bool) -> None:
     ]
     headers = ["queue", "parallel", "paused", "pending", "running", "failed", "held", "blocked"]
     click.echo(tabulate(table, headers=headers))
+    problems = queue_problems(rows)
+    if problems:
+        click.echo()
+        for line in problems:
+            click.echo(one_line(line))
     if gpus:
         _devices, per = ctx.store.devices.current()
         click.echo()
@@ -140,11 +165,7 @@ def _gpus_by_queue(ctx: Context) -> dict[str, dict[str, int]]:
 @pass_context
 def queue_remove(ctx: Context, name: str) -> None:
     """Remove a queue that has no unfinished jobs."""
-    row = next((r for r in queue_rows(ctx) if r["name"] == name), None)
-    if row is None:
-        raise UsageError(f"no queue named {name!r}")
-    busy = sum(row[k] for k in ("pending", "running", "failed", "held", "blocked"))
-    ctx.store.queues.remove(name, busy)
+    ctx.store.queues.remove(name, ctx.store.unfinished_in)
     click.echo(f"queue {name} removed")
 
 
@@ -174,8 +195,11 @@ def resume(ctx: Context, names: tuple[str, ...], everything: bool) -> None:
 
 
 def _set_paused(ctx: Context, names: tuple[str, ...], everything: bool, paused: bool) -> None:
-    if everything == bool(names):
-        raise UsageError("give queue names or --all (not both)")
+    if everything and names:
+        raise UsageError("give queue names or --all, not both")
+    if not everything and not names:
+        verb = "pause" if paused else "resume"
+        raise UsageError(f"missing queue names or --all: say which queues to {verb}")
     store = ctx.store
     chosen = store.queues.names() if everything else list(dict.fromkeys(names))
     for name in chosen:
@@ -196,7 +220,8 @@ def _each(job_ids: tuple[str, ...], action: Any, verb: str, past: str, as_json: 
 
     def run(job_id: str) -> tuple[str, str]:
         job = action(job_id, utcnow())
-        return job.state.value, f"{past} {job_id} ({job.state.value})"
+        state = job.state.value
+        return state, f"{past} {job_id}" + ("" if state == past else f" ({state})")
 
     each_id(job_ids, verb, run, as_json)
 
@@ -231,7 +256,7 @@ def release(ctx: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
 def restart(ctx: Context, job_ids: tuple[str, ...], as_json: bool) -> None:
     """Run finished jobs (completed, dead, cancelled) again: attempts start over, run
     numbers and history go on."""
-    _each(job_ids, ctx.store.workflow.restart, "restart", "restarted", as_json)
+    _each(job_ids, ctx.store.restart, "restart", "restarted", as_json)
 
 
 @click.command()

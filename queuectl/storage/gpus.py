@@ -26,6 +26,9 @@ GPU_STALL: Final = "@gpus"
 
 DEVICE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._-]{0,63}")
 MAX_DEVICES: Final = 256
+MAX_PLACES: Final = 1 << 16
+"""Places per device in the lock file (``locks.gpu_offset``): the probes for jobs above a
+lowered ``gpu-jobs-per-device`` cover them all, so no earlier value needs remembering."""
 
 
 def parse_gpus(text: str) -> str:
@@ -88,12 +91,16 @@ class Devices:
 
     def take(self, holder: Holder, count: int) -> list[str] | None:
         """Take one free place on each of ``count`` devices on ``holder``; None (and
-        nothing held) when fewer are free."""
+        nothing held) when fewer are free. A device with a job in a place at or above
+        ``gpu-jobs-per-device`` (the setting was lowered while it ran) takes no new job
+        until those are gone, whatever the setting was before."""
         devices, per = self.current()
         got: list[tuple[str, int]] = []
         for device in devices:
             if len(got) == count:
                 break
+            if self._draining(device, per):
+                continue
             for place in range(per):
                 if holder.take(gpu_offset(device, place)):
                     got.append((device, place))
@@ -104,16 +111,19 @@ class Devices:
             return None
         return [device for device, _ in got]
 
+    def _draining(self, device: str, per: int) -> bool:
+        """Whether a job holds a place of ``device`` at or above ``per`` (one probe)."""
+        return self.locks.first_held(gpu_offset(device, per), MAX_PLACES - per) is not None
+
+    def _held(self, device: str) -> int:
+        return self.locks.held_in(gpu_offset(device, 0), MAX_PLACES)
+
     def free(self) -> int:
-        """How many devices have a free place now (a probe)."""
+        """How many devices could take a job now (a probe)."""
         devices, per = self.current()
-        return sum(
-            1 for d in devices if any(not self.locks.is_held(gpu_offset(d, p)) for p in range(per))
-        )
+        return sum(1 for d in devices if not self._draining(d, per) and self._held(d) < per)
 
     def in_use(self) -> dict[str, int]:
-        """Device -> jobs using it now."""
-        devices, per = self.current()
-        return {
-            d: sum(1 for p in range(per) if self.locks.is_held(gpu_offset(d, p))) for d in devices
-        }
+        """Device -> jobs using it now (every place, those above a lowered setting too)."""
+        devices, _per = self.current()
+        return {d: self._held(d) for d in devices}

@@ -109,8 +109,8 @@ def leader_offset() -> int:
     return LEADER_BYTE
 
 
-def _request(kind: int, offset: int) -> bytes:
-    return _FLOCK.pack(kind, os.SEEK_SET, offset, 1, 0) + _PAD
+def _request(kind: int, offset: int, length: int = 1) -> bytes:
+    return _FLOCK.pack(kind, os.SEEK_SET, offset, length, 0) + _PAD
 
 
 class LockFile:
@@ -133,12 +133,33 @@ class LockFile:
 
     def is_held(self, offset: int) -> bool:
         """Whether any description holds the byte (asked through one that never holds any)."""
+        return self.first_held(offset, 1) is not None
+
+    def first_held(self, offset: int, length: int) -> int | None:
+        """The lowest byte of ``[offset, offset + length)`` some description holds, or None
+        (one system call for the whole range)."""
+        if length <= 0:
+            return None
         with self._guard:
             if self._probe is None:
                 self._probe = self._open()
             probe = self._probe
-        answer = fcntl.fcntl(probe, fcntl.F_OFD_GETLK, _request(fcntl.F_WRLCK, offset))
-        return bool(_FLOCK.unpack(answer[: _FLOCK.size])[0] != fcntl.F_UNLCK)
+        answer = fcntl.fcntl(probe, fcntl.F_OFD_GETLK, _request(fcntl.F_WRLCK, offset, length))
+        kind, _whence, start, _len, _pid = _FLOCK.unpack(answer[: _FLOCK.size])
+        if kind == fcntl.F_UNLCK:
+            return None
+        return int(max(start, offset))
+
+    def held_in(self, offset: int, length: int) -> int:
+        """How many bytes of ``[offset, offset + length)`` are held (one call per held byte)."""
+        count, end = 0, offset + length
+        while offset < end:
+            found = self.first_held(offset, end - offset)
+            if found is None:
+                break
+            count += 1
+            offset = found + 1
+        return count
 
     def close(self) -> None:
         with self._guard:

@@ -15,6 +15,7 @@ claim parses its file again only when it changed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import threading
@@ -109,6 +110,14 @@ class NamedStore(Generic[T]):
             self._cache[name] = (stamp, found)
         return found
 
+    def has_file(self, name: str) -> bool:
+        """Whether ``<folder>/<name>.json`` exists (as the last ``read_file`` saw it)."""
+        with self._guard:
+            cached = self._cache.get(name)
+        if cached is not None:
+            return cached[0] is not None
+        return os.path.lexists(self.path(name))
+
     def file_names(self) -> list[str]:
         try:
             entries = os.listdir(self.directory)
@@ -119,14 +128,52 @@ class NamedStore(Generic[T]):
         )
 
     def _read(self, path: Path) -> T | None:
+        found = self._parse(path)
+        return found if not isinstance(found, str) else None
+
+    def _parse(self, path: Path) -> T | str:
+        """The object in ``path``, or why it cannot be trusted."""
         try:
             raw, st = read_regular(path, 256 << 10)
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022 or st.st_nlink > 1:
-                return None
+        except FileNotFoundError:
+            return "no such file"
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "is a symbolic link"
+            return exc.strerror or str(exc)
+        if st.st_uid != os.geteuid():
+            return "owned by another user"
+        if st.st_mode & 0o022:
+            return "writable by group or others"
+        if st.st_nlink > 1:
+            return "has more than one hard link"
+        try:
             found = self.model.from_dict(json.loads(raw))
-        except (OSError, ValueError, InvalidJob, RecursionError):
+        except (ValueError, RecursionError):
+            return "not valid JSON"
+        except InvalidJob as exc:
+            return str(exc)
+        if path.name != f"{found.name}.json":
+            return f"names {self.kind} {found.name!r}"
+        return found
+
+    def problem(self, name: str) -> str | None:
+        """Why ``<folder>/<name>.json`` cannot be used (None: it can, or there is none)."""
+        path = self.path(name)
+        if not os.path.lexists(path):
             return None
-        return found if path.name == f"{found.name}.json" else None
+        found = self._parse(path)
+        return found if isinstance(found, str) else None
+
+    def broken(self) -> dict[str, str]:
+        """Name -> why, for every file of the folder that is there but cannot be used (such
+        an object counts as missing everywhere: a worker starts none of its jobs)."""
+        out = {}
+        for name in self.file_names():
+            reason = self.problem(name)
+            if reason is not None:
+                out[name] = f"{self.folder}/{name}.json: {reason}"
+        return out
 
     # ---------------------------------------------------------------- writing
 
@@ -135,6 +182,19 @@ class NamedStore(Generic[T]):
         holder = self.locks.holder()
         try:
             holder.wait(change_offset(f"{self.kind}:{name}"))
+            yield
+        finally:
+            holder.close()
+
+    @contextlib.contextmanager
+    def using(self, names: set[str] | list[str]) -> Iterator[None]:
+        """Hold the change locks of ``names`` shared: what names an object (an enqueue or an
+        edit naming a queue) holds it while it checks the object exists and publishes, so a
+        removal (which holds it exclusively) cannot slip in between."""
+        holder = self.locks.holder()
+        try:
+            for name in sorted(set(names)):
+                holder.wait(change_offset(f"{self.kind}:{name}"), shared=True)
             yield
         finally:
             holder.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -25,7 +25,7 @@ from typing import Any, Final
 from queuectl.errors import InvalidJob, QueueError, UsageError
 from queuectl.job import DEFAULT_QUEUE, ID_PATTERN, format_time, new_generation, utcnow
 from queuectl.storage.events import Event
-from queuectl.storage.locks import gate_offset
+from queuectl.storage.locks import gate_offset, slot_offset
 from queuectl.storage.named import NamedStore
 
 __all__ = ["MAX_PARALLEL", "Queue", "QueueStore"]
@@ -41,8 +41,9 @@ class Queue:
     limit beyond the worker threads."""
     paused: bool = False
     high_water: int = 0
-    """The largest limit it had since its slots were last all free: after a limit is
-    lowered, a new job starts only once the slots above the new limit are free."""
+    """The largest limit it had since its slots were last all free (``MAX_PARALLEL`` after
+    it was unlimited, whatever slot numbers its jobs got): after a limit is lowered, a new
+    job starts only once the slots above the new limit are free. Unused while unlimited."""
     created_at: str = ""
     updated_at: str = ""
     rev: int = 1
@@ -51,6 +52,14 @@ class Queue:
     @property
     def state(self) -> str:
         return "paused" if self.paused else "active"
+
+    @property
+    def top(self) -> int:
+        """How many of its slots (0..top-1) a running job may hold: every slot an unlimited
+        queue hands out, else the old higher limit that may still be draining."""
+        if self.parallel == 0:
+            return MAX_PARALLEL
+        return max(self.parallel, self.high_water)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,9 +107,19 @@ class QueueStore(NamedStore[Queue]):
         """The queue as its file says now (None: no such queue; the default queue exists
         without a file). Cheap to call per claim (``NamedStore.read_file``)."""
         found = self.read_file(name)
-        if found is None and name == DEFAULT_QUEUE:
+        if found is None and name == DEFAULT_QUEUE and not self.has_file(name):
             return Queue(DEFAULT_QUEUE)
         return found
+
+    def why_unusable(self, name: str) -> str | None:
+        """Why no job of queue ``name`` can start (None: it can): no such queue, or a file
+        that cannot be trusted (``queues/<name>.json: <reason>``)."""
+        if self.get(name) is not None:
+            return None
+        reason = self.problem(name)
+        if reason is not None:
+            return f"{self.folder}/{name}.json: {reason}"
+        return f"no queue named {name!r} (create it with: queuectl queue add {name})"
 
     def require(self, name: str) -> Queue:
         """The queue, or a usage error (exit 2) that says how to create it."""
@@ -120,6 +139,11 @@ class QueueStore(NamedStore[Queue]):
     def add(self, name: str, parallel: int, now: datetime | None = None) -> Queue:
         _check_name(name)
         moment = format_time(now or utcnow())
+        if name == DEFAULT_QUEUE:
+            raise QueueError(
+                "queue 'default' already exists (it always does); change its limit with: "
+                "queuectl queue set default --parallel N"
+            )
         with self.changing(name):
             if self.read_file(name) is not None or os.path.lexists(self.path(name)):
                 raise QueueError(f"queue {name!r} already exists")
@@ -135,24 +159,44 @@ class QueueStore(NamedStore[Queue]):
         return queue
 
     def set_parallel(self, name: str, parallel: int) -> Queue:
+        """A new limit. Lowered (from any limit, unlimited included), the slots from the new
+        limit up to the old top must drain before the queue starts a job again: under the
+        queue's gate held exclusively (so no claim that read the old limit is in flight),
+        the high water is the old top, or the new limit when nothing runs above it."""
         limit = _limit(parallel)
         with self.changing(name):
             queue = self._existing(name)
-            high = max(queue.high_water, queue.parallel, limit) if limit else 0
-            changed = self.next_version(queue, parallel=limit, high_water=high)
-            self.save(changed, Event.QUEUE_CHANGED)
+            with self.gate(name, exclusive=True):
+                high = self._high_water(queue, limit) if limit else 0
+                changed = self.next_version(queue, parallel=limit, high_water=high)
+                self.save(changed, Event.QUEUE_CHANGED)
         return changed
 
-    def settle_high_water(self, name: str, free: bool) -> None:
+    def settle_high_water(self, name: str) -> bool:
         """Forget an old higher limit once the slots above the current one are free (a
-        worker calls this after a limit was lowered)."""
-        if not free:
-            return
+        worker calls this after a limit was lowered). The slots are looked at under the
+        queue's change lock and its gate held exclusively, on the queue as its file says
+        then, so neither a concurrent ``queue set`` nor a claim in flight can slip between
+        the look and the write. True if it settled."""
         with self.changing(name):
             queue = self.get(name)
-            if queue is None or queue.high_water <= queue.parallel:
-                return
-            self.save(self.next_version(queue, high_water=queue.parallel), Event.QUEUE_CHANGED)
+            if queue is None or queue.parallel == 0 or queue.high_water <= queue.parallel:
+                return False
+            with self.gate(name, exclusive=True):
+                if self._held_above(queue, queue.parallel, queue.top):
+                    return False
+                self.save(self.next_version(queue, high_water=queue.parallel), Event.QUEUE_CHANGED)
+        return True
+
+    def _high_water(self, queue: Queue, limit: int) -> int:
+        top = queue.top
+        if limit >= top or not self._held_above(queue, limit, top):
+            return limit
+        return top
+
+    def _held_above(self, queue: Queue, low: int, high: int) -> bool:
+        base = slot_offset(queue.name, low)
+        return self.locks.first_held(base, high - low) is not None
 
     def set_paused(self, name: str, paused: bool) -> tuple[Queue, bool]:
         """(the queue, whether it changed)."""
@@ -165,11 +209,16 @@ class QueueStore(NamedStore[Queue]):
                 self.save(changed, Event.PAUSED if paused else Event.RESUMED)
         return changed, True
 
-    def remove(self, name: str, busy: int) -> None:
+    def remove(self, name: str, unfinished: Callable[[str], int]) -> None:
+        """Remove a queue that has no unfinished job. ``unfinished`` counts them under the
+        queue's change lock, which every enqueue and edit naming the queue holds (shared)
+        while it checks that the queue exists and publishes: no job can join the queue
+        between the count and the removal."""
         with self.changing(name):
             queue = self._existing(name)
             if name == DEFAULT_QUEUE:
                 raise QueueError("the default queue cannot be removed")
+            busy = unfinished(name)
             if busy:
                 raise QueueError(
                     f"queue {name!r} still has {busy} unfinished job(s); "

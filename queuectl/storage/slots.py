@@ -7,9 +7,10 @@ job's command (or a leftover of it) lives, whatever happens to the worker, and i
 the moment they are all gone, SIGKILL included. At most K descriptors can hold one of K
 bytes, so never more than K jobs of the queue run at once, across every process of the home.
 
-After the limit is lowered from ``high_water`` to K, jobs may still run in slots K and
-above; a new job then starts only once all of those are free (stricter than counting, and
-no two claimers can talk each other out of a start).
+After the limit is lowered to K (from any limit, or from unlimited, whose jobs may hold any
+slot number up to ``MAX_PARALLEL``), jobs may still run in slots K and above, up to
+``Queue.top``; a new job then starts only once all of those are free (one range probe;
+stricter than counting, and no two claimers can talk each other out of a start).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Final
 from queuectl.storage.locks import Holder, LockFile, slot_offset
 from queuectl.storage.queues import MAX_PARALLEL, Queue
 
-__all__ = ["running_slots", "take_slot"]
+__all__ = ["drained_above", "free_slots", "has_room", "running_slots", "take_slot"]
 
 UNLIMITED_SCAN: Final = MAX_PARALLEL
 """An unlimited queue hands out the lowest index no other running job of it holds."""
@@ -32,9 +33,8 @@ def take_slot(holder: Holder, locks: LockFile, queue: Queue) -> int | None:
             if holder.take(slot_offset(queue.name, slot)):
                 return slot
         return None
-    for slot in range(queue.parallel, queue.high_water):
-        if locks.is_held(slot_offset(queue.name, slot)):
-            return None  # draining after a lower limit was set
+    if not drained_above(locks, queue):
+        return None  # draining after a lower limit was set
     for slot in range(queue.parallel):
         if holder.take(slot_offset(queue.name, slot)):
             return slot
@@ -45,10 +45,9 @@ def has_room(locks: LockFile, queue: Queue) -> bool:
     """Whether a new job of the queue could start now (a probe; the claim decides)."""
     if queue.parallel == 0:
         return True
-    for slot in range(queue.parallel, queue.high_water):
-        if locks.is_held(slot_offset(queue.name, slot)):
-            return False
-    return any(not locks.is_held(slot_offset(queue.name, s)) for s in range(queue.parallel))
+    if not drained_above(locks, queue):
+        return False
+    return locks.held_in(slot_offset(queue.name, 0), queue.parallel) < queue.parallel
 
 
 def free_slots(locks: LockFile, queue: Queue, limit: int) -> int:
@@ -57,18 +56,20 @@ def free_slots(locks: LockFile, queue: Queue, limit: int) -> int:
         return limit
     if not drained_above(locks, queue):
         return 0
-    free = sum(1 for s in range(queue.parallel) if not locks.is_held(slot_offset(queue.name, s)))
+    free = queue.parallel - locks.held_in(slot_offset(queue.name, 0), queue.parallel)
     return min(free, limit)
 
 
 def drained_above(locks: LockFile, queue: Queue) -> bool:
-    """Whether no job runs in a slot above the queue's (lowered) limit any more."""
-    return not any(
-        locks.is_held(slot_offset(queue.name, s)) for s in range(queue.parallel, queue.high_water)
-    )
+    """Whether no job runs in a slot at or above the queue's (lowered) limit any more: every
+    slot a queue can hand out is probed (one call), so a start never depends on the high
+    water being right (a hand-edited file, an old limit it did not record)."""
+    if queue.parallel == 0:
+        return True
+    above = max(queue.top, UNLIMITED_SCAN) - queue.parallel
+    return locks.first_held(slot_offset(queue.name, queue.parallel), above) is None
 
 
-def running_slots(locks: LockFile, queue: Queue, limit: int = 256) -> int:
+def running_slots(locks: LockFile, queue: Queue) -> int:
     """How many of the queue's slots are held now (``queue list``'s running column)."""
-    top = max(queue.parallel, queue.high_water) or limit
-    return sum(1 for s in range(top) if locks.is_held(slot_offset(queue.name, s)))
+    return locks.held_in(slot_offset(queue.name, 0), max(queue.top, UNLIMITED_SCAN))

@@ -163,9 +163,20 @@ class Store:
     @contextlib.contextmanager
     def adopting(self, job: Job) -> Iterator[None]:
         """Around publishing an adopted drop: its unique key, like ``enqueue``'s."""
-        if not job.unique_key:
-            yield
-            return
+        with self.queues.using([job.queue]):
+            if self.queues.get(job.queue) is None:  # removed since the drop was checked
+                raise InvalidJob(
+                    f"no queue named {job.queue!r}; create it with: queuectl queue add {job.queue}"
+                )
+            if not job.unique_key:
+                yield
+                return
+            with self._adopting_unique(job):
+                yield
+
+    @contextlib.contextmanager
+    def _adopting_unique(self, job: Job) -> Iterator[None]:
+        assert job.unique_key
         with self.unique.locked([job.unique_key]):
             holder = self._unique_holder(job.unique_key, job.unique_for, utcnow())
             if holder is not None and holder != job.id:
@@ -218,6 +229,16 @@ class Store:
         one already failed; held with ``held``). If the disk fails midway, exactly the
         reported groups exist.
         """
+        with self.queues.using({job.queue for job in jobs}):  # no queue removed meanwhile
+            return self._enqueue(jobs, explicit_ids, on_group, chunk)
+
+    def _enqueue(
+        self,
+        jobs: list[Job],
+        explicit_ids: set[str] | None,
+        on_group: Callable[[list[Job]], None] | None,
+        chunk: int,
+    ) -> dict[str, str]:
         seen: set[str] = set()
         for number, job in enumerate(jobs, 1):
             if job.id in seen:
@@ -270,9 +291,19 @@ class Store:
         return placed, duplicates
 
     def _unique_holder(self, key: str, window: float | None, now: datetime) -> str | None:
-        """The id of the job that still holds ``key``, if any (called under its lock)."""
+        """The id of the job that still holds ``key`` against a new job whose
+        ``unique_for`` is ``window``, if any (called under the key's lock)."""
+        found = self._holding(key, window, now)
+        return found[0] if found is not None else None
+
+    def _holding(
+        self, key: str, window: float | None, now: datetime, besides: str | None = None
+    ) -> tuple[str, str] | None:
+        """(id, state) of the job the key's entry names if it still holds the key: it is not
+        finished, or it completed within ``window`` seconds (the window of the job being
+        created or revived; the holder's own ``unique_for`` does not count)."""
         job_id = self.unique.holder_of(key)
-        if job_id is None:
+        if job_id is None or job_id == besides:
             return None
         found = self.folders.locate(job_id)
         if found is None:
@@ -284,26 +315,80 @@ class Store:
         if job.unique_key != key:
             return None
         if job.state not in FINISHED_STATES:
-            return job.id
-        if job.state is JobState.COMPLETED and job.finished_at:
-            window = window if window is not None else job.unique_for
+            return job.id, job.state.value
+        if job.state is JobState.COMPLETED and job.finished_at and window is not None:
             try:
                 age = (now - parse_time(job.finished_at)).total_seconds()
             except ValueError:
                 return None
-            if window is not None and age <= window:
-                return job.id
+            if age <= window:
+                return job.id, f"completed {age:.0f}s ago, within {window:g}s"
         return None
 
     # ---------------------------------------------------------------- user operations
 
+    def unfinished_in(self, queue: str) -> int:
+        """How many jobs that are not finished name ``queue`` (reads their files)."""
+        unfinished = tuple(s for s in JobState if s not in FINISHED_STATES)
+        counts = self.folders.queue_counts(unfinished)
+        return sum(counts.get(queue, {}).values())
+
+    def restart(self, job_id: str, now: datetime) -> Job:
+        """Run a finished job again (``Workflow.restart``), unless another job holds its
+        unique key (``reviving``)."""
+        with self.reviving(job_id, "restart", now) as revive:
+            return self.workflow.restart(job_id, now, revive)
+
+    @contextlib.contextmanager
+    def reviving(self, job_id: str, verb: str, now: datetime) -> Iterator[Callable[[Job], None]]:
+        """Around bringing a finished job back (restart, dlq retry): the unique key rule of
+        ``enqueue`` applies to it. Refused (exit 1) while another job holds its key: one
+        waiting, held, blocked, running or failed-waiting, or one that completed within the
+        revived job's own ``unique_for`` (the window of the job that becomes live counts, as
+        at enqueue). Otherwise the key's entry names the revived job before it is committed.
+
+        The key's lock is taken before the job's change lock (the order ``enqueue`` uses),
+        so the key is peeked at first and checked again under both locks."""
+        key = self._unique_key_of(job_id)
+        with self.unique.locked([key] if key else []):
+
+            def revive(job: Job) -> None:
+                if job.unique_key != key:
+                    raise QueueError(f"cannot {verb} {job_id}: it changed meanwhile; try again")
+                if not job.unique_key:
+                    return
+                holder = self._holding(job.unique_key, job.unique_for, now, job.id)
+                if holder is not None:
+                    raise QueueError(
+                        f"unique key {job.unique_key!r} is held by job {holder[0]} "
+                        f"({holder[1]}); {verb} it once that one is done, or cancel it"
+                    )
+                self.unique.record(job.unique_key, job.id)
+
+            yield revive
+
+    def _unique_key_of(self, job_id: str) -> str | None:
+        found = self.folders.locate(job_id) if ID_PATTERN.fullmatch(job_id) else None
+        if found is None:
+            return None
+        try:
+            return read_job(found[1], found[0]).unique_key
+        except (OSError, InvalidJob):
+            return None
+
     def retry_dead(self, job_id: str, now: datetime) -> Job:
-        """Move a dead job back to pending with attempts reset (the journal keeps history)."""
+        """Move a dead job back to pending with attempts reset (the journal keeps history),
+        unless another job holds its unique key (``reviving``)."""
+        with self.reviving(job_id, "retry", now) as revive:
+            return self._retry_dead(job_id, now, revive)
+
+    def _retry_dead(self, job_id: str, now: datetime, revive: Callable[[Job], None]) -> Job:
         if not ID_PATTERN.fullmatch(job_id):
             raise NotFound(f"job {job_id!r} is not in the dead letter queue")
         with self.changing(job_id):
             path = self.home.job_path(JobState.DEAD, job_id)
             job = self._read_for_change(path, JobState.DEAD, "in the dead letter queue")
+            revive(job)
             stamp = format_time(now)
             retried = with_state(
                 job, JobState.PENDING, now, attempts=0, next_run_at=None, queued_at=stamp

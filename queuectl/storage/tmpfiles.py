@@ -20,7 +20,7 @@ from typing import Final
 
 from queuectl.storage.locks import LockFile, mark_is_live
 
-__all__ = ["remove", "stale"]
+__all__ = ["by_writer", "remove", "remove_if_stale", "stale"]
 
 LEGACY_SECONDS: Final = 3600.0
 """Files named by pid (written by versions before process marks) of a live pid are kept
@@ -32,6 +32,22 @@ def stale(tmp_dir: Path, locks: LockFile) -> Iterator[Path]:
         path = Path(entry.path)
         if not _in_use(path, locks):
             yield path
+
+
+def by_writer(tmp_dir: Path, locks: LockFile) -> dict[str, list[Path]]:
+    """The stale files grouped by the mark of the process that wrote them (``""`` for
+    files whose name names none): a SIGKILLed worker leaves a few dozen, one group."""
+    groups: dict[str, list[Path]] = {}
+    for path in stale(tmp_dir, locks):
+        groups.setdefault(_owner_of(path.name) or "", []).append(path)
+    return {owner: sorted(paths) for owner, paths in groups.items()}
+
+
+def remove_if_stale(path: Path, locks: LockFile) -> bool:
+    """Delete a tmp file if it is still stale (looked at again: safe while workers run)."""
+    if not os.path.lexists(path) or _in_use(path, locks):
+        return False
+    return remove(path)
 
 
 def remove(path: Path) -> bool:

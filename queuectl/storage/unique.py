@@ -6,7 +6,13 @@ holds the key (waiting, held, blocked, running, failed-waiting, or completed wit
 ``unique_for``) creates nothing and answers with that job's id; otherwise it records the new
 job in the entry (durably, before the job is published) and enqueues it. Concurrent enqueues
 of one key therefore create exactly one job. An entry naming a job that is gone or finished
-is simply free: entries need no cleanup, and ``journal rebuild`` rewrites them from the jobs.
+is simply free: entries need no cleanup, and ``journal rebuild`` rewrites them from the jobs
+(``expected_holders``); ``fsck`` checks them against the job files.
+
+The rule for who holds a key, at enqueue and when a finished job is brought back (``restart``,
+``dlq retry``): an unfinished job with the key holds it; a completed one holds it only against
+a new (or revived) job whose own ``unique_for`` window it completed within. A restart or retry
+while another job holds the key is refused (exit 1), as an enqueue creates nothing.
 """
 
 from __future__ import annotations
@@ -15,14 +21,40 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from queuectl.storage.durable import fsync_dir, fsync_fd, read_regular, write_tmp
 from queuectl.storage.home import Home
 from queuectl.storage.locks import LockFile, ProcessMark, unique_offset
 
-__all__ = ["UniqueIndex", "entry_data", "entry_name"]
+__all__ = ["Keyed", "UniqueIndex", "entry_data", "entry_name", "expected_holders"]
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """What the key's entry is decided from: one job with a unique key."""
+
+    id: str
+    key: str
+    unfinished: bool
+    updated_at: str
+
+
+def expected_holders(jobs: Iterable[Keyed]) -> dict[str, tuple[Keyed, list[Keyed]]]:
+    """Key -> (the job its entry must name, every unfinished job with it). The job is an
+    unfinished one if any, else the last one made live: the finished one changed last (a
+    job is made live only while no other holds the key, and it finishes after that)."""
+    by_key: dict[str, list[Keyed]] = {}
+    for job in jobs:
+        by_key.setdefault(job.key, []).append(job)
+    out = {}
+    for key, found in by_key.items():
+        live = sorted((j for j in found if j.unfinished), key=lambda j: (j.updated_at, j.id))
+        best = live[-1] if live else max(found, key=lambda j: (j.updated_at, j.id))
+        out[key] = (best, live)
+    return out
 
 
 def entry_name(key: str) -> str:

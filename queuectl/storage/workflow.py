@@ -194,11 +194,16 @@ class Workflow:
             self.commits.commit([Change(released, Event.RELEASED, remove=path)])
             return released
 
-    def restart(self, job_id: str, now: datetime) -> Job:
-        """Run a finished job again: attempts start over, runs and history go on."""
+    def restart(
+        self, job_id: str, now: datetime, revive: Callable[[Job], None] | None = None
+    ) -> Job:
+        """Run a finished job again: attempts start over, runs and history go on.
+        ``revive(job)`` is called before the commit (``Store.reviving``: its unique key)."""
         with self._located(job_id, "restart") as (state, path, job):
             if state not in FINISHED_STATES:
                 raise QueueError(_refusal("restart", job_id, state))
+            if revive is not None:
+                revive(job)
             stamp = format_time(now)
             again = self.placed(
                 _next(
@@ -220,8 +225,13 @@ class Workflow:
         unknown = set(changes) - EDITABLE
         if unknown:
             raise QueueError(f"cannot edit {', '.join(sorted(unknown))}")
-        if "queue" in changes:
-            self.queues.require(changes["queue"])
+        target = [changes["queue"]] if "queue" in changes else []
+        with self.queues.using(target):  # the queue cannot be removed meanwhile
+            if target:
+                self.queues.require(target[0])
+            return self._edit(job_id, changes, now)
+
+    def _edit(self, job_id: str, changes: dict[str, Any], now: datetime) -> Job:
         with self._located(job_id, "edit") as (state, path, job):
             if state not in WAITING_STATES:
                 raise QueueError(_refusal("edit", job_id, state))

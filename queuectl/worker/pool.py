@@ -27,9 +27,9 @@ from queuectl.storage.claims import Claim, ClaimMiss, Prepared
 from queuectl.storage.commit import Change
 from queuectl.storage.gpus import GPU_STALL
 from queuectl.storage.registry import Registration, new_worker_id, register
-from queuectl.storage.slots import drained_above, free_slots, has_room
+from queuectl.storage.slots import free_slots, has_room
 from queuectl.storage.store import Store
-from queuectl.text import clip
+from queuectl.text import clip, one_line
 from queuectl.worker.dispatch import RECOVERY_INTERVAL_SECONDS, Dispatcher
 from queuectl.worker.hooks import HookRunner
 from queuectl.worker.index import Entry, RunnableIndex
@@ -332,14 +332,40 @@ class WorkerPool:
                     self.index.unstall(name, free)
                 continue
             queue = self.store.queues.get(name)
-            if queue is None or queue.paused:
+            if queue is None:
+                self._unusable_queue(name, stalled)
                 continue
+            if queue.paused:
+                continue
+            lowered = queue.parallel and queue.high_water > queue.parallel
+            if lowered and self.store.queues.settle_high_water(name):
+                queue = self.store.queues.get(name) or queue
             free = free_slots(self.store.locks, queue, limit=self.threads)
             if free:
                 self.index.unstall(name, free)
-            if queue.high_water > queue.parallel:
-                self.store.queues.settle_high_water(name, drained_above(self.store.locks, queue))
         return self._next_stall_look
+
+    def _unusable_queue(self, name: str, stalled: dict[str, int]) -> None:
+        """Jobs wait for a queue that does not exist (removed while they were queued) or
+        whose file cannot be trusted: say so once per reason; a burst worker with nothing
+        else to do gives up (exit 1) instead of waiting forever."""
+        reason = self.store.queues.why_unusable(name)
+        if reason is None:
+            return  # fixed meanwhile: the file watch unstalls it
+        key = f"queue {name}: {reason}"
+        with self._guard:
+            repeated = key in self._reported_errors
+            self._reported_errors.add(key)
+        if not repeated:
+            self.log(one_line(f"error: jobs of queue {name!r} cannot run: {reason}"))
+        if not self.burst or self.stopping.is_set() or self._is_idle() is None:
+            return
+        unusable = {q for q in stalled if q != GPU_STALL and self.store.queues.get(q) is None}
+        if sum(stalled[q] for q in unusable) >= len(self.index):
+            names = ", ".join(sorted(unusable))
+            self.log(f"burst: giving up: the jobs left are in queues that cannot run ({names})")
+            self.failed = True
+            self.request_stop(now=False)
 
     def _queue_changed(self, name: str) -> None:
         """A queue's file changed (pause, resume, a new limit): let its jobs be tried."""
