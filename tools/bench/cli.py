@@ -79,6 +79,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add("--keep", action="store_true", help="keep the homes afterwards")
     add("--no-install", action="store_true", help="never apt-get install tsp or eatmydata")
     add("--json", action="store_true", help="print JSON instead of the table")
+    add("--save", metavar="FILE", help="also write the JSON report to FILE")
     args = parser.parse_args(argv)
     for option, (full, quick) in SIZES.items():
         if getattr(args, option) is None:
@@ -183,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} cores"
     )
     results.note(f"run time {seconds:.0f} s ({'quick' if args.quick else 'full'}; {base})")
+    if args.save:
+        Path(args.save).write_text(results.json() + "\n")
     print(results.json() if args.json else results.table())
     return status
 

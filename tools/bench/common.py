@@ -331,7 +331,7 @@ class Drain:
             while _size(self.lines) < want:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{self.lines} never reached {self.count} lines")
-                time.sleep(0.0002)
+                time.sleep(0.0005)
                 at = time.perf_counter()
         return at
 
@@ -371,13 +371,17 @@ def completion_rate(home: Path, first: int | None = None) -> float:
 def completions(home: Path) -> list[tuple[float, float]]:
     """(completion time, start time) of every completed attempt, as epoch seconds."""
     from queuectl.job import parse_time
-    from queuectl.storage.journal import scan
+    from queuectl.storage.journal import iter_segment, sources
 
-    return [
-        (parse_time(r.data["ts"]).timestamp(), parse_time(r.data["job"]["started_at"]).timestamp())
-        for r in scan(home / "journal").records
-        if r.data.get("event") == "completed"
-    ]
+    found = []
+    for path in sources(home / "journal"):  # streamed: a deep home's journal is large
+        for _offset, record in iter_segment(path):
+            if record is not None and record.get("event") == "completed":
+                started = record["job"]["started_at"]
+                found.append(
+                    (parse_time(record["ts"]).timestamp(), parse_time(started).timestamp())
+                )
+    return found
 
 
 def median(values: Sequence[float]) -> float:

@@ -26,7 +26,12 @@ class Figure:
     def ok(self) -> bool | None:
         if self.op is None or self.target is None:
             return None
-        return self.value >= self.target if self.op == ">=" else self.value <= self.target
+        return {
+            ">=": self.value >= self.target,
+            ">": self.value > self.target,
+            "<=": self.value <= self.target,
+            "<": self.value < self.target,
+        }[self.op]
 
     def row(self) -> list[str]:
         target = f"{self.op} {self.target:g}" if self.op else ""
