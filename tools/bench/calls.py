@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import QUEUECTL, Bench, fresh, jobs_json, log, median, queuectl, wall
+from bench.common import QUEUECTL, Bench, fresh, jobs_json, log, make_home, median, queuectl, wall
 from bench.report import Figure
 from bench.spooler import TaskSpooler
 
@@ -24,7 +24,7 @@ __all__ = ["run_enqueue", "run_percall"]
 def run_percall(bench: Bench) -> None:
     folder = fresh(bench.base, "percall")
     home = folder / "home"
-    queuectl(home, "status")
+    make_home(home)
     tsp = bench.tools.get("tsp")
     server = TaskSpooler(tsp, folder / "tsp", 1) if tsp else None
     kinds: dict[str, tuple[list[str], dict[str, str] | None]] = {
@@ -97,7 +97,7 @@ def _call(command: list[str], env: dict[str, str] | None) -> None:
 def run_enqueue(bench: Bench) -> None:
     count = bench.args.batch
     home = fresh(bench.base, "enqueue-batch")
-    queuectl(home, "status")
+    make_home(home)
     data = jobs_json(["true"] * count)
     seconds = wall(lambda: queuectl(home, "enqueue", "-", stdin=data))
     bench.results.add(

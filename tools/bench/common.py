@@ -35,6 +35,7 @@ __all__ = [
     "fresh",
     "jobs_json",
     "log",
+    "make_home",
     "median_pair",
     "percentile",
     "queuectl",
@@ -163,6 +164,15 @@ def queuectl(
             f"queuectl {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
         )
     return result
+
+
+def make_home(home: Path) -> Path:
+    """Create an empty home: reading commands never create one (a mistyped ``--home`` is an
+    error), but ``status`` on an empty 0700 folder makes it a home."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    queuectl(home, "status")
+    return home
 
 
 def start_worker(home: Path, threads: int, *, burst: bool = False) -> subprocess.Popen[Any]:

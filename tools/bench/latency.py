@@ -18,7 +18,17 @@ import subprocess
 import time
 from typing import Any
 
-from bench.common import QUEUECTL, REAPER, Bench, fresh, marks, percentile, queuectl, start_worker
+from bench.common import (
+    QUEUECTL,
+    REAPER,
+    Bench,
+    fresh,
+    make_home,
+    marks,
+    percentile,
+    queuectl,
+    start_worker,
+)
 from bench.report import Figure
 from bench.spooler import TaskSpooler
 
@@ -29,7 +39,7 @@ def run(bench: Bench) -> None:
     results = bench.results
     folder = fresh(bench.base, "latency")
     home = folder / "home"
-    queuectl(home, "status")
+    make_home(home)
     tsp = bench.tools.get("tsp")
     server = TaskSpooler(tsp, folder / "tsp", 1) if tsp else None
     worker = start_worker(home, 1)

@@ -39,6 +39,7 @@ from bench.common import (
     fresh,
     jobs_json,
     log,
+    make_home,
     marks,
     median,
     median_pair,
@@ -138,7 +139,7 @@ def one_round(
 def queuectl_running(drain: Drain, threads: int) -> tuple[float, float]:
     """(jobs/s, seconds the ``enqueue -`` took) with a worker up and idle beforehand."""
     home = drain.folder / "home"
-    queuectl(home, "status")
+    make_home(home)
     worker = start_worker(home, threads)
     try:
         with marks(drain.marks_dir) as watch:

@@ -32,6 +32,7 @@ from bench.common import (
     Drain,
     fresh,
     log,
+    make_home,
     marks,
     median,
     median_pair,
@@ -95,7 +96,7 @@ def timed(folder: Path, n: int, threads: int, kind: Kind) -> tuple[float, float]
     """(jobs/s from the submitting command's spawn to the last job done, its own seconds)."""
     drain = Drain(folder, n + kind.extra, "append")
     home = folder / "home"
-    queuectl(home, "status")
+    make_home(home)
     kind.prepare(home, drain)
     worker = start_worker(home, threads)
     try:
