@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Final
 
 from bench import __doc__ as DOC
-from bench.common import REAPER, ROOT, Bench, log
+from bench.common import REAPER, ROOT, Bench, allow_bytecode, log
 from bench.report import Results
 from bench.spooler import MAX_WAITING, ensure_tool, find_tsp
 
@@ -33,16 +33,16 @@ SECTIONS: Final = (
 )
 
 SIZES: Final = {
-    # option: (full run, --quick)
-    "jobs": (2000, 300),
-    "tsp_jobs": (MAX_WAITING, 200),
-    "repeat": (3, 1),
-    "latency": (50, 10),
-    "calls": (30, 5),
-    "batch": (10_000, 1000),
-    "depth": (100_000, 3000),
-    "readers_jobs": (100_000, 3000),
-    "chain": (2000, 100),
+    # option: (full run, --quick, --tiny)
+    "jobs": (2000, 300, 40),
+    "tsp_jobs": (MAX_WAITING, 200, 20),
+    "repeat": (3, 1, 1),
+    "latency": (50, 10, 2),
+    "calls": (30, 5, 1),
+    "batch": (10_000, 1000, 50),
+    "depth": (100_000, 3000, 200),
+    "readers_jobs": (100_000, 3000, 100),
+    "chain": (2000, 100, 10),
 }
 
 
@@ -63,7 +63,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         epilog="sections: " + ", ".join(SECTIONS),
     )
     add = parser.add_argument
-    add("--quick", action="store_true", help="a small version of everything (a smoke test)")
+    add("--quick", action="store_true", help="a small version of everything (about a minute)")
+    add("--tiny", action="store_true", help="tiny sizes: checks that it runs, figures are noise")
     add("--only", metavar="A,B", help="run only these sections (comma-separated)")
     add("--skip", metavar="A,B", help="run every section but these")
     add("--jobs", type=int, help="jobs per drain in drains and workflows (2000)")
@@ -81,9 +82,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add("--json", action="store_true", help="print JSON instead of the table")
     add("--save", metavar="FILE", help="also write the JSON report to FILE")
     args = parser.parse_args(argv)
-    for option, (full, quick) in SIZES.items():
+    for option, (full, quick, tiny) in SIZES.items():
         if getattr(args, option) is None:
-            setattr(args, option, quick if args.quick else full)
+            setattr(args, option, tiny if args.tiny else quick if args.quick else full)
     if args.tsp_jobs > MAX_WAITING:
         parser.error(f"--tsp-jobs: a tsp server holds about 1,000 jobs; use <= {MAX_WAITING}")
     chosen = _names(parser, args.only) if args.only else list(SECTIONS)
@@ -147,10 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o700)
     results.raw.update(
-        {"dir": str(base), "sections": args.sections, "quick": args.quick, "root": str(ROOT)}
+        {"dir": str(base), "sections": args.sections, "mode": _mode(args), "root": str(ROOT)}
     )
     results.raw["sizes"] = {option: getattr(args, option) for option in SIZES}
     status = 0
+    results.note(allow_bytecode())
     load_before = os.getloadavg()[0]
     try:
         bench = Bench(args, base, results, tools(args, results))
@@ -183,11 +185,15 @@ def main(argv: list[str] | None = None) -> int:
         f"machine load (1-min average) {load_before:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} cores"
     )
-    results.note(f"run time {seconds:.0f} s ({'quick' if args.quick else 'full'}; {base})")
+    results.note(f"run time {seconds:.0f} s ({_mode(args)}; {base})")
     if args.save:
         Path(args.save).write_text(results.json() + "\n")
     print(results.json() if args.json else results.table())
     return status
+
+
+def _mode(args: argparse.Namespace) -> str:
+    return "tiny" if args.tiny else "quick" if args.quick else "full"
 
 
 def _remove(base: Path, keep_cache: bool) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "Drain",
     "Marks",
     "Reaper",
+    "allow_bytecode",
     "floor",
     "fresh",
     "jobs_json",
@@ -39,6 +40,7 @@ __all__ = [
     "median_pair",
     "percentile",
     "queuectl",
+    "uncompiled_copy",
     "wait_for",
     "wall",
 ]
@@ -47,6 +49,38 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 QUEUECTL: Final = [sys.executable, "-m", "queuectl"]
 """How the bench runs queuectl: the interpreter running the bench (so ``python -c pass``
 of the same interpreter is the fair baseline), as in every earlier round."""
+
+
+def allow_bytecode() -> str:
+    """Let every queuectl the bench starts read and write bytecode, and compile it first.
+
+    With ``PYTHONDONTWRITEBYTECODE`` set (some sandboxes and containers set it) and no
+    ``__pycache__`` next to the sources, every CLI call compiles every module it imports,
+    which about doubles a call's cost; an installed queuectl has its bytecode from pip. So
+    the bench drops the variable from its own environment (every child inherits that) and
+    runs ``compileall`` on the package. ``percall`` measures the uncompiled case separately.
+    Returns a note for the report.
+    """
+    import compileall
+
+    was = os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    compileall.compile_dir(str(ROOT / "queuectl"), quiet=1)
+    told = f" (PYTHONDONTWRITEBYTECODE={was} was unset for the children)" if was else ""
+    return f"queuectl ran with bytecode: compileall on {ROOT / 'queuectl'} first{told}"
+
+
+def uncompiled_copy(folder: Path) -> dict[str, str]:
+    """An environment in which queuectl runs without bytecode, as in a sandbox that sets
+    ``PYTHONDONTWRITEBYTECODE=1`` on a source checkout: a copy of the package without
+    ``__pycache__`` first on ``PYTHONPATH``, and the variable set (the standard library and
+    click keep their compiled files, as they do there)."""
+    target = folder / "src"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(
+        ROOT / "queuectl", target / "queuectl", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return {**os.environ, "PYTHONPATH": str(target), "PYTHONDONTWRITEBYTECODE": "1"}
+
 
 TIMEOUT: Final = 900.0
 """Longest any one wait of the bench may take before it gives up with an error."""

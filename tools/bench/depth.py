@@ -30,7 +30,7 @@ SHALLOW: int = 100
 
 
 def run(bench: Bench, threads: int = 4) -> None:
-    deep, quick = bench.args.depth, bench.args.quick
+    deep, quick = bench.args.depth, bench.args.quick or bench.args.tiny
     first = min(FIRST, deep // 2)
     shallow_rates = []
     for number in range(3 if quick else 5):

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Figure", "Results"]
+__all__ = ["Figure", "Results", "Side"]
 
 
 @dataclass
@@ -40,11 +40,52 @@ class Figure:
 
 
 @dataclass
+class Side:
+    """One row of the side-by-side table: queuectl and task-spooler on the same figure, and
+    the baseline both were measured against in the same run."""
+
+    figure: str
+    unit: str
+    queuectl: float
+    tsp: float | None
+    baseline: float | None = None
+    baseline_label: str = ""
+    higher_is_better: bool = True
+
+    def row(self) -> list[str]:
+        def show(value: float | None) -> str:
+            if value is None:
+                return "-"
+            return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+        ours, theirs, base = self.queuectl, self.tsp, self.baseline
+        if theirs is None or not theirs or not ours:
+            versus = "-"
+        else:
+            versus = f"{ours / theirs if self.higher_is_better else theirs / ours:.2f}x"
+        return [
+            self.figure,
+            self.unit,
+            show(ours),
+            show(theirs),
+            f"{show(base)} ({self.baseline_label})" if base is not None else "-",
+            f"{ours / base:.2f}x" if base else "-",
+            f"{theirs / base:.2f}x" if base and theirs is not None else "-",
+            versus,
+        ]
+
+
+@dataclass
 class Results:
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
     """Every number behind the figures (every pair, every sample), for ``--json``."""
+    sides: list[Side] = field(default_factory=list)
+    """The side-by-side rows, printed first."""
+
+    def side(self, *rows: Side) -> None:
+        self.sides.extend(rows)
 
     def add(self, *figures: Figure) -> None:
         self.figures.extend(figures)
@@ -55,8 +96,23 @@ class Results:
     def table(self) -> str:
         from tabulate import tabulate
 
+        text = ""
+        if self.sides:
+            headers = [
+                "side by side (same run)",
+                "unit",
+                "queuectl",
+                "tsp",
+                "baseline",
+                "queuectl/base",
+                "tsp/base",
+                "queuectl vs tsp",
+            ]
+            text = tabulate([r.row() for r in self.sides], headers=headers, disable_numparse=True)
+            text += "\n(queuectl vs tsp: > 1 means queuectl is better; every queuectl drain "
+            text += "is durable, fsync per state change; tsp keeps its queue in memory)\n\n"
         rows = [f.row() for f in self.figures]
-        text = tabulate(
+        text += tabulate(
             rows, headers=["section", "figure", "measured", "target", "", "against / detail"]
         )
         if self.notes:
@@ -70,7 +126,14 @@ class Results:
             entry["ok"] = f.ok
             figures.append(entry)
         values = {f.key: f.value for f in self.figures}
+        sides = [asdict(r) for r in self.sides]
         return json.dumps(
-            {"values": values, "figures": figures, "notes": self.notes, "raw": self.raw},
+            {
+                "values": values,
+                "figures": figures,
+                "side_by_side": sides,
+                "notes": self.notes,
+                "raw": self.raw,
+            },
             indent=2,
         )
