@@ -12,11 +12,15 @@ is simply free: entries need no cleanup, and ``journal rebuild`` rewrites them f
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+try:  # hashlib would load OpenSSL (_hashlib, 2-3 ms of every CLI call) for a built-in hash
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - a Python built without _blake2
+    from hashlib import blake2b
 
 from queuectl.storage.durable import fsync_dir, fsync_fd, read_regular, write_tmp
 from queuectl.storage.home import Home
@@ -27,7 +31,7 @@ __all__ = ["UniqueIndex", "entry_data", "entry_name"]
 
 def entry_name(key: str) -> str:
     """The file name of a key's entry (a hash: keys are free text)."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16)
+    digest = blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16)
     return f"{digest.hexdigest()}.json"
 
 
