@@ -69,15 +69,19 @@ def drain(
         burst(home, threads, wrapper)
     else:
         command = [*QUEUECTL, "--home", str(home), "worker", "start", "--count", str(threads)]
-        procs = [
-            REAPER.spawn([*command, "--burst"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            for _ in range(processes)
-        ]
-        for proc in procs:
-            _, err = proc.communicate(timeout=TIMEOUT)
+        # Each log goes to a file: a pipe nobody reads while the bench waits for another
+        # worker fills up, and its worker then blocks in its next log line.
+        logs = [home.parent / f"{home.name}-worker-{k}.log" for k in range(processes)]
+        procs = []
+        for log_path in logs:
+            with log_path.open("wb") as log_file:
+                procs.append(REAPER.spawn([*command, "--burst"], stdout=log_file, stderr=log_file))
+        for proc, log_path in zip(procs, logs, strict=True):
+            proc.wait(timeout=TIMEOUT)
             REAPER.stop(proc)
             if proc.returncode != 0:
-                raise RuntimeError(f"burst worker exited {proc.returncode}: {err.strip()[-300:]}")
+                tail = log_path.read_text(errors="replace").strip()[-300:]
+                raise RuntimeError(f"burst worker exited {proc.returncode}: {tail}")
     done = len(os.listdir(home / "completed"))
     assert done == jobs, f"only {done} of {jobs} completed"
     ran = len(completions(home))
