@@ -51,6 +51,10 @@ class Side:
     baseline: float | None = None
     baseline_label: str = ""
     higher_is_better: bool = True
+    tsp_ratio: float | None = None
+    """tsp's own ratio to its baseline, when its rounds had their own (else tsp / baseline)."""
+    versus: float | None = None
+    """queuectl / tsp as the median of per-round ratios (else from the two values)."""
 
     def row(self) -> list[str]:
         def show(value: float | None) -> str:
@@ -59,10 +63,16 @@ class Side:
             return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
         ours, theirs, base = self.queuectl, self.tsp, self.baseline
-        if theirs is None or not theirs or not ours:
+        if self.versus is not None:
+            versus = f"{self.versus:.2f}x"
+        elif theirs is None or not theirs or not ours:
             versus = "-"
         else:
             versus = f"{ours / theirs if self.higher_is_better else theirs / ours:.2f}x"
+        if self.tsp_ratio is not None:
+            tsp_base = f"{self.tsp_ratio:.2f}x"
+        else:
+            tsp_base = f"{theirs / base:.2f}x" if base and theirs is not None else "-"
         return [
             self.figure,
             self.unit,
@@ -70,7 +80,7 @@ class Side:
             show(theirs),
             f"{show(base)} ({self.baseline_label})" if base is not None else "-",
             f"{ours / base:.2f}x" if base else "-",
-            f"{theirs / base:.2f}x" if base and theirs is not None else "-",
+            tsp_base,
             versus,
         ]
 

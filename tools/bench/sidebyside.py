@@ -103,8 +103,10 @@ def report(bench: Bench, rounds: list[dict[str, float]], threads: int, variant: 
             versus = median([r[key] / r[other] for r in rounds])
             detail += f"; {versus:.2f}x tsp"
             # The target: a durable drain at least task-spooler's ratio to the floor.
-            target = round(median_pair([(r[other] / r["floor"],) for r in rounds])[0], 2)
-            tsp_rate = median([r[other] for r in rounds])
+            tsp_ratio, tsp_rate, _ = median_pair(
+                [(r[other] / r["floor"], r[other], r["floor"]) for r in rounds]
+            )
+            target = round(tsp_ratio, 2)
             bench.results.side(
                 Side(
                     f"drain N={rounds[0]['n']:.0f} C={threads} {variant}, " + label.split(",")[0],
@@ -113,6 +115,8 @@ def report(bench: Bench, rounds: list[dict[str, float]], threads: int, variant: 
                     tsp_rate,
                     floor_rate,
                     "floor",
+                    tsp_ratio=tsp_ratio,
+                    versus=versus,
                 )
             )
         if len(rounds) > 1:
