@@ -119,8 +119,11 @@ class Results:
                 "queuectl vs tsp",
             ]
             text = tabulate([r.row() for r in self.sides], headers=headers, disable_numparse=True)
-            text += "\n(queuectl vs tsp: > 1 means queuectl is better; every queuectl drain "
-            text += "is durable, fsync per state change; tsp keeps its queue in memory)\n\n"
+            text += (
+                "\n(queuectl vs tsp: > 1 means queuectl is better; for drains the median of the"
+                " rounds' ratios, and each rate that of its own median round. Every queuectl"
+                " drain is durable, fsync per state change; tsp keeps its queue in memory)\n\n"
+            )
         rows = [f.row() for f in self.figures]
         text += tabulate(
             rows, headers=["section", "figure", "measured", "target", "", "against / detail"]
