@@ -27,6 +27,8 @@ NEVER_ON_A_PLAIN_CALL = {
     "ctypes.util",  # find_library runs /sbin/ldconfig in a child process
     "subprocess",  # only workers, hooks and nvidia-smi detection start processes
     "secrets",  # pulls in hashlib and hmac; ids use os.urandom
+    "_hashlib",  # OpenSSL (through hashlib); lock bytes hash with the built-in _blake2
+    "shutil",  # pulls in bz2 and lzma; only deletions (logs) use it
     "tabulate",  # tables only
     "dask",
     "distributed",

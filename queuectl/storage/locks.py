@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import struct
 import threading
 from pathlib import Path
 from typing import Final
+
+try:  # hashlib would load OpenSSL (_hashlib, 2-3 ms of every CLI call) for a built-in hash
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - a Python built without _blake2
+    from hashlib import blake2b
 
 from queuectl.errors import StorageError
 
@@ -71,7 +75,7 @@ HOOK_BYTE: Final = 2
 
 
 def _hash(text: str, bits: int) -> int:
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big") & ((1 << bits) - 1)
 
 

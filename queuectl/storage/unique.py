@@ -18,12 +18,16 @@ while another job holds the key is refused (exit 1), as an enqueue creates nothi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+try:  # hashlib would load OpenSSL (_hashlib, 2-3 ms of every CLI call) for a built-in hash
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - a Python built without _blake2
+    from hashlib import blake2b
 
 from queuectl.storage.durable import fsync_dir, fsync_fd, read_regular, write_tmp
 from queuectl.storage.home import Home
@@ -59,7 +63,7 @@ def expected_holders(jobs: Iterable[Keyed]) -> dict[str, tuple[Keyed, list[Keyed
 
 def entry_name(key: str) -> str:
     """The file name of a key's entry (a hash: keys are free text)."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16)
+    digest = blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16)
     return f"{digest.hexdigest()}.json"
 
 
