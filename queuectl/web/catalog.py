@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
@@ -64,7 +64,9 @@ class _Folder:
 class Catalog:
     """Not thread-safe: the dashboard calls it under one lock."""
 
-    def __init__(self, home: Home) -> None:
+    def __init__(self, home: Home, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        """Wall-clock seconds, as filesystem timestamps count (injected by tests)."""
         self._folders = {
             state.value: _Folder(state.value, str(home.state_dir(state))) for state in JobState
         }
@@ -122,7 +124,7 @@ class Catalog:
             return set()
         if mtime == folder.mtime_ns and mtime / 1e9 < folder.listed_at - RACY_SECONDS:
             return None
-        started = time.time()
+        started = self._clock()
         try:
             names = {name for name in os.listdir(folder.path) if is_job_name(name)}
         except OSError:
