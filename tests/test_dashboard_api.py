@@ -428,7 +428,10 @@ def test_workers_view_shows_what_each_worker_runs(home: Path) -> None:
             assert worker["pid"] == proc.pid and worker["threads"] == 3
             assert worker["queues"] == ["default"] and worker["started_at"]
             assert [(j["id"], j["run"]) for j in worker["jobs"]] == [("busy", 1)]
-            running = get_json(f"{base}/api/jobs?state=processing")["jobs"][0]
+            # The jobs view's catalog is refreshed at most every 0.5 s: it may lag a claim.
+            url = f"{base}/api/jobs?state=processing"
+            wait_until(lambda: bool(get_json(url)["jobs"]), message="busy in the jobs view")
+            running = get_json(url)["jobs"][0]
             assert running["id"] == "busy" and running["running"]["run"] == 1
             assert running["running"]["worker"]["pid"] == proc.pid
     finally:

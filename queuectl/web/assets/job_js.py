@@ -217,6 +217,7 @@ class Output {
   choose(run, stream, quiet) {
     this.run = run;
     this.stream = stream;
+    this.card.hidden = false;  // a run that starts after the page was drawn shows at once
     const url = new URL(location.href);
     if (!quiet) {
       url.searchParams.set('run', String(run));
