@@ -55,9 +55,11 @@ def prepared_home(tmp_path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def running_server(home: Path, token: str | None = None) -> Iterator[tuple[str, Any]]:
+def running_server(
+    home: Path, token: str | None = None, read_only: bool = False
+) -> Iterator[tuple[str, Any]]:
     """A dashboard for ``home`` on a free loopback port: (base URL, the server)."""
-    httpd = serve(Store(Home(home).ensure()), "127.0.0.1", 0, token)
+    httpd = serve(Store(Home(home).ensure()), "127.0.0.1", 0, token, read_only)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:

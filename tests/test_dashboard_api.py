@@ -510,3 +510,23 @@ def test_the_token_cookie_lets_addresses_go_without_the_token(home: Path) -> Non
         assert get(f"{base}/api/jobs", {"Cookie": value[:-1] + "0"})[0] == 401
         assert get(f"{base}/api/jobs", {"Cookie": "queuectl_auth=s3cret"})[0] == 401
         assert get(f"{base}/api/jobs", {"Authorization": "Bearer s3cret"})[0] == 200
+
+
+def test_a_read_only_dashboard_shows_everything_and_changes_nothing(home: Path) -> None:
+    enqueue(home, {"id": "w", "command": "true", "run_at": NEVER})
+    ok(invoke(home, "queue", "add", "gpu"))
+    before = sorted(str(p.relative_to(home)) for p in home.rglob("*.json"))
+    with running_server(home, read_only=True) as (base, httpd):
+        page = get_json(f"{base}/api/jobs/w")
+        assert page["job"]["state"] == "pending" and page["actions"] == []
+        assert get_json(f"{base}/api/status")["read_only"] is True
+        for path in ("/api/jobs/w/cancel", "/api/jobs/w/hold", "/api/queues/gpu/pause"):
+            status, body = act(base, httpd, path)
+            assert (status, body) == (403, {"error": "this dashboard is read-only"}), path
+        _, html = get(base + "/jobs/w")
+        assert '<meta name="queuectl-mode" content="read-only">' in html
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*.json")) == before
+    assert where(home, "w") == ["pending"]
+    with running_server(home) as (base, _httpd):
+        assert get_json(f"{base}/api/status")["read_only"] is False
+        assert "cancel" in get_json(f"{base}/api/jobs/w")["actions"]

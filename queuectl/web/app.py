@@ -50,9 +50,11 @@ class Warming(QueueError):
 
 
 class Dashboard:
-    def __init__(self, store: Store, token: str | None = None) -> None:
+    def __init__(self, store: Store, token: str | None = None, read_only: bool = False) -> None:
         self.store = store
         self.token = token
+        self.read_only = read_only
+        """Serve the views, refuse every change (``dashboard --read-only``)."""
         self.csrf = secrets.token_urlsafe(24)
         self.series = Series()
         self.feed = JournalFeed(store.journal, self.series)
@@ -117,7 +119,11 @@ class Dashboard:
             if catalog is not None
             else {s.value: self.store.folders.count(s) for s in JobState}
         )
-        return {"jobs": counts, "workers": live_workers(self.store.home.workers)}
+        return {
+            "jobs": counts,
+            "workers": live_workers(self.store.home.workers),
+            "read_only": self.read_only,
+        }
 
     def overview(self, range_name: str) -> dict[str, Any]:
         self._wait_ready()
@@ -152,7 +158,10 @@ class Dashboard:
         }
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return views.job_detail(self.store, self._catalog_if_ready(), job_id)
+        detail = views.job_detail(self.store, self._catalog_if_ready(), job_id)
+        if self.read_only:
+            detail["actions"] = []
+        return detail
 
     def output(self, job_id: str, run: int, stream: str, offset: int | None) -> dict[str, Any]:
         self.store.folders.load(job_id)  # NotFound for an unknown id

@@ -14,6 +14,7 @@ Safety:
   SameSite=Strict, holding a digest of the token, not the token), so that the addresses
   of views can be reloaded and shared without the token in them;
 - without a token only loopback ``Host`` names are served (DNS rebinding);
+- with ``--read-only`` every POST is refused (403) and the page draws no buttons;
 - every POST must carry the page's random CSRF token in ``X-Queuectl-CSRF`` and, when the
   browser sends one, an ``Origin`` of this server;
 - the page puts job text on screen only as text (``textContent``), and the Content
@@ -181,7 +182,8 @@ class _Handler(BaseHTTPRequestHandler):
                 kind, text = ASSETS[path[8:]]
                 self._send(HTTPStatus.OK, text, kind)
             elif _is_view(path):
-                self._send(HTTPStatus.OK, page(self.app.csrf), "text/html; charset=utf-8")
+                html = page(self.app.csrf, self.app.read_only)
+                self._send(HTTPStatus.OK, html, "text/html; charset=utf-8")
             else:
                 self._send(HTTPStatus.NOT_FOUND, "not found\n", "text/plain; charset=utf-8")
         except Exception as exc:
@@ -189,6 +191,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         if not self._authorized():
+            return
+        if self.app.read_only:
+            self._send(HTTPStatus.FORBIDDEN, {"error": "this dashboard is read-only"})
             return
         if not self._same_origin_with_csrf():
             self._send(HTTPStatus.FORBIDDEN, {"error": "missing CSRF token or foreign origin"})
@@ -310,10 +315,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def serve(store: Store, host: str, port: int, token: str | None) -> ThreadingHTTPServer:
+def serve(
+    store: Store, host: str, port: int, token: str | None, read_only: bool = False
+) -> ThreadingHTTPServer:
     """A server bound and ready (``serve_forever`` it, or run it in a thread in tests); the
     first read of the home starts in the background at once."""
-    app = Dashboard(store, token)
+    app = Dashboard(store, token, read_only)
     handler = type("Handler", (_Handler,), {"app": app})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True

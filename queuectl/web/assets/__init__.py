@@ -46,7 +46,8 @@ ASSETS: Final = {
 """File name -> (content type, text)."""
 
 
-def page(csrf: str) -> str:
+def page(csrf: str, read_only: bool = False) -> str:
     """The document every view is drawn in, with this server's CSRF token (URL-safe base64,
-    so it needs no escaping in the attribute)."""
-    return shell.SOURCE.replace("__CSRF__", csrf)
+    so it needs no escaping in the attribute) and whether it may change anything."""
+    mode = "read-only" if read_only else "read-write"
+    return shell.SOURCE.replace("__CSRF__", csrf).replace("__MODE__", mode)

@@ -7,7 +7,7 @@ from typing import Final
 SOURCE: Final = r"""// The queues (/queues), workers (/workers) and schedules (/schedules) views.
 
 import {code, describeError, el, elapsed, empty, getJSON, jobLink, num, plural, postJSON,
-  replaceKeepingFocus, section, toast, when} from './core.js';
+  readOnly, replaceKeepingFocus, section, toast, when} from './core.js';
 import {confirmAction} from './dialog.js';
 import {heading, poller} from './kit.js';
 import {refreshNow} from './router.js';
@@ -44,6 +44,7 @@ function simpleView(main, title, path, draw) {
 // ------------------------------------------------------------------ queues
 
 function queueActions(q) {
+  if (readOnly) return el('span', {class: 'muted', text: '\u2013'});
   const base = '/api/queues/' + encodeURIComponent(q.name) + '/';
   const toggle = q.paused
     ? el('button', {type: 'button', class: 'button', id: 'resume-' + q.name,
@@ -139,7 +140,7 @@ export function schedules(main) {
           text: 'paused'}) : when(s.next_due)),
         el('td', {'data-label': 'Last job'}, s.last_job ? jobLink(s.last_job) : '\u2013'),
         el('td', {'data-label': 'Queue', class: 'mono'}, s.queue),
-        el('td', {'data-label': 'Actions'}, el('button', {type: 'button', class: 'button',
+        el('td', {'data-label': 'Actions'}, readOnly ? '\u2013' : el('button', {type: 'button', class: 'button',
           id: verb + '-schedule-' + s.name, 'data-key': verb + '-schedule-' + s.name,
           text: s.paused ? 'Resume' : 'Pause',
           onclick: () => change(base + verb, () => ({}), {

@@ -111,6 +111,8 @@ h1.mono { font-size: 1.3rem; }
   white-space: nowrap; }
 .top nav a:hover { color: var(--fg); background: var(--subtle); text-decoration: none; }
 .top nav a[aria-current="page"] { color: var(--fg); background: var(--subtle); }
+.read-only-tag { margin-left: auto; font-weight: 600; }
+.read-only-tag + .live { margin-left: 0; }
 .live { font-size: .8rem; color: var(--muted); white-space: nowrap; }
 .live::before { content: ""; display: inline-block; width: 8px; height: 8px; border-radius: 50%;
   margin-right: 6px; background: var(--cancelled); }
@@ -306,9 +308,8 @@ pre { margin: 0; }
 
 @media (max-width: 720px) {
   .top { flex-wrap: wrap; gap: 6px 12px; padding: 8px 12px; }
-  .top nav { order: 3; flex-basis: 100%; overflow-x: auto; scrollbar-width: none; gap: 0;
-    margin: 0 -6px; }
-  .top nav a { padding: 5px 7px; font-size: .92rem; }
+  .top nav { order: 3; flex-basis: 100%; flex-wrap: wrap; gap: 0; margin: 0 -6px; }
+  .top nav a { padding: 5px 6px; font-size: .9rem; }
   .rows td.is-empty { display: none; }
   .live { margin-left: auto; }
   main { padding: 14px 12px 40px; }

@@ -9,6 +9,9 @@ SOURCE: Final = r"""// Shared helpers: building elements (text only, never marku
 // on the page with text nodes and attributes only, so markup in it stays text.
 
 export const csrf = document.querySelector('meta[name="csrf"]').content;
+// dashboard --read-only: the server refuses every change, so no view draws a button.
+export const readOnly = document.querySelector('meta[name="queuectl-mode"]').content === 'read-only';
+document.getElementById('read-only').hidden = !readOnly;
 
 export function el(tag, attrs, ...children) {
   const node = document.createElement(tag);

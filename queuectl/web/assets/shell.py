@@ -11,6 +11,7 @@ SOURCE: Final = r"""<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light dark">
 <meta name="csrf" content="__CSRF__">
+<meta name="queuectl-mode" content="__MODE__">
 <title>queuectl</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="/assets/app.css">
@@ -27,6 +28,7 @@ SOURCE: Final = r"""<!doctype html>
     <a href="/workers" data-nav="workers">Workers</a>
     <a href="/schedules" data-nav="schedules">Schedules</a>
   </nav>
+  <span id="read-only" class="chip read-only-tag" title="started with --read-only: no button changes anything">read-only</span>
   <span id="live" class="live" title="not refreshed yet">connecting</span>
 </header>
 <main id="main" tabindex="-1"><p class="muted">Loading…</p></main>
