@@ -163,7 +163,7 @@ def shoot(driver: Any, path: Path) -> None:
     """The whole page (the window grown to the document's height), then the window back."""
     size = driver.get_window_size()
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(size["width"], min(max(height, size["height"]), 2400))
+    driver.set_window_size(size["width"], min(max(height, size["height"]), 1400))
     driver.execute_script("document.activeElement && document.activeElement.blur()")
     driver.save_screenshot(str(path))
     driver.set_window_size(size["width"], size["height"])
