@@ -235,8 +235,10 @@ def test_filters_search_and_sort_change_the_address_and_the_rows(page: Any, base
     until(page, lambda: row_ids(page) == ["broken", "broken-gpu"], "back: both dead rows")
     assert "queue=gpu" not in page.current_url
     page.get(base + "/jobs")
-    search = until(page, lambda: page.find_element(By.ID, "search"), "the search field")
-    search.send_keys("PG_DUMP")  # command text, any case
+    until(page, lambda: row_ids(page), "the rows")
+    page.find_element(By.TAG_NAME, "body").send_keys("/")  # the key that jumps to search
+    until(page, lambda: page.switch_to.active_element.get_attribute("id") == "search", "focus")
+    page.switch_to.active_element.send_keys("PG_DUMP")  # command text, any case
     until(page, lambda: "q=PG_DUMP" in page.current_url, "the search in the address")
     until(page, lambda: row_ids(page) == ["backup-db"], "the matching row")
     page.refresh()  # the address alone gives the same view

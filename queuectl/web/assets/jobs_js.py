@@ -129,7 +129,7 @@ export function jobs(main, url) {
   let typing = false;
   let timer = null;
   const search = el('input', {type: 'search', id: 'search', name: 'q', 'data-key': 'search',
-    placeholder: 'Search id or command', 'aria-label': 'Search by id or command text',
+    placeholder: 'Search id or command  ( / )', 'aria-label': 'Search by id or command text',
     autocomplete: 'off', spellcheck: 'false', value: chosen.q});
   const selects = [select('filter-state', 'State', 'state'), select('filter-queue', 'Queue', 'queue'),
     select('filter-label', 'Label', 'label'), select('sort', 'Sort by', 'sort'),

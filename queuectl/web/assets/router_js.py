@@ -93,6 +93,19 @@ function followLinks(event) {
   if (url.href !== location.href) navigate(url.pathname + url.search);
 }
 
+// "/" moves the focus to the search field (on the jobs view), as on GitHub or Sidekiq;
+// typed into a field or with a modifier it is just a character.
+function searchKey(event) {
+  if (event.key !== '/' || event.ctrlKey || event.metaKey || event.altKey) return;
+  const target = event.target;
+  if (target.closest && target.closest('input, textarea, select, [contenteditable], dialog')) return;
+  const search = document.getElementById('search');
+  if (!search) return;
+  event.preventDefault();
+  search.focus();
+  search.select();
+}
+
 // The live indicator in the header: green while answers come, red when they do not.
 export const live = {
   ok() {
@@ -117,6 +130,7 @@ export function start() {
     history.replaceState(null, '', url);
   }
   document.addEventListener('click', followLinks);
+  document.addEventListener('keydown', searchKey);
   window.addEventListener('popstate', () => render(true));
   setInterval(() => {
     if (!document.hidden && !dialogOpen() && current && current.view.refresh) {
