@@ -154,7 +154,7 @@ def until(driver: Any, condition: Callable[[], object], message: str) -> Any:
         except GONE:
             return False
 
-    return WebDriverWait(driver, 30, poll_frequency=0.05).until(check, message)
+    return WebDriverWait(driver, 60, poll_frequency=0.05).until(check, message)
 
 
 def text(driver: Any, css: str) -> str:
