@@ -354,5 +354,8 @@ def test_hostile_job_text_is_shown_as_text(page: Any, base: str) -> None:
     page.get(base + "/jobs/hostile")
     until(page, lambda: "<script>" in text(page, "#job-command"), "the command as text")
     until(page, lambda: "<img src=x" in text(page, "#output-text"), "its output as text")
+    # Control characters show as their escapes, as the CLI shows them.
+    assert "'\\x1b[31mred\\rcr\\x07'" in text(page, "#job-command")
+    assert "\\x1b[31mred\\rcr\\x07" in text(page, "#output-text")
     assert page.execute_script("return window.pwned === undefined")
     assert not page.find_elements(By.CSS_SELECTOR, "main img, main script")

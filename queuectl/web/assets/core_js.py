@@ -13,14 +13,26 @@ export const csrf = document.querySelector('meta[name="csrf"]').content;
 export const readOnly = document.querySelector('meta[name="queuectl-mode"]').content === 'read-only';
 document.getElementById('read-only').hidden = !readOnly;
 
+// Control and invisible characters (an escape sequence, a carriage return, a bidi override)
+// shown as their escapes, as the CLI shows them (queuectl.text.one_line): a hostile command
+// cannot hide part of itself or pose as another. Newlines and tabs stay.
+const INVISIBLE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+const NAMED = {'\r': '\\r', '\u000b': '\\x0b', '\u000c': '\\x0c'};
+
+export function visible(text) {
+  return String(text).replace(INVISIBLE, (c) => NAMED[c] || (c.charCodeAt(0) < 256
+    ? '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0')
+    : '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0')));
+}
+
 export function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
     if (value === null || value === undefined || value === false) continue;
     if (key === 'class') node.className = value;
-    else if (key === 'text') node.textContent = String(value);
+    else if (key === 'text') node.textContent = visible(value);
     else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? '' : String(value));
+    else node.setAttribute(key, value === true ? '' : key === 'title' ? visible(value) : String(value));
   }
   append(node, children);
   return node;
@@ -31,7 +43,7 @@ function append(node, children) {
     if (child === null || child === undefined || child === false) continue;
     if (Array.isArray(child)) append(node, child);
     else if (child instanceof Node) node.append(child);
-    else node.append(document.createTextNode(String(child)));
+    else node.append(document.createTextNode(visible(child)));
   }
 }
 

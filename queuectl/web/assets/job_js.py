@@ -9,7 +9,7 @@ SOURCE: Final = r"""// The job page (/jobs/ID, ?run=N&stream=err to pick an outp
 // it runs) and the actions its state allows, each confirmed first.
 
 import {ApiError, badge, chip, describeError, duration, el, elapsed, empty, getJSON, jobLink,
-  num, plural, postJSON, replaceKeepingFocus, section, toast, when} from './core.js';
+  num, plural, postJSON, replaceKeepingFocus, section, toast, visible, when} from './core.js';
 import {confirmAction} from './dialog.js';
 import {poller} from './kit.js';
 import {refreshNow} from './router.js';
@@ -309,7 +309,7 @@ class Output {
     const pinned = this.pre.scrollHeight - this.pre.scrollTop - this.pre.clientHeight < 24;
     this.text += part.text;
     if (this.text.length > KEEP_CHARS) this.text = this.text.slice(-KEEP_CHARS);
-    this.pre.textContent = this.text;
+    this.pre.textContent = visible(this.text);
     if (pinned) this.pre.scrollTop = this.pre.scrollHeight;
     this.next = part.next;
   }
