@@ -530,3 +530,21 @@ def test_a_read_only_dashboard_shows_everything_and_changes_nothing(home: Path) 
     with running_server(home) as (base, _httpd):
         assert get_json(f"{base}/api/status")["read_only"] is False
         assert "cancel" in get_json(f"{base}/api/jobs/w")["actions"]
+
+
+def test_the_job_page_shows_the_completion_hook_of_the_current_life(home: Path) -> None:
+    enqueue(
+        home,
+        {"id": "hooked", "command": "true", "on_finish": "echo hook-ran >&2; exit 7"},
+        {"id": "plain", "command": "true"},
+    )
+    proc = start_worker(home)  # hooks are run by a worker's leader thread
+    try:
+        with running_server(home) as (base, _httpd):
+            url = f"{base}/api/jobs/hooked"
+            wait_until(lambda: get_json(url)["hook"] is not None, message="the hook's result")
+            assert get_json(url)["hook"]["exit_code"] == 7
+            assert get_json(f"{base}/api/jobs/plain")["hook"] is None
+    finally:
+        proc.terminate()
+        wait_exit(proc)
