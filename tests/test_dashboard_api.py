@@ -198,6 +198,9 @@ def test_job_page_has_its_attempts_links_outputs_and_actions(home: Path) -> None
     proc = start_worker(home, "--burst")
     assert wait_exit(proc) == 0
     with running_server(home) as (base, _httpd):
+        # Dependents come from the catalog: a job page served during the first read of the
+        # home has none yet (the page's next refresh shows them).
+        wait_until(lambda: get(f"{base}/api/jobs")[0] == 200, message="the first read")
         page = get_json(f"{base}/api/jobs/first")
         assert page["job"]["state"] == "dead"
         assert [(a["run"], a["exit_code"]) for a in page["attempts"]] == [(1, 3), (2, 3)]
