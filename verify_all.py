@@ -718,6 +718,86 @@ def scenario_dashboard_and_metrics(env: Env) -> None:
         check(response.read().decode() == env.ok("metrics"), "/metrics differs from metrics")
 
 
+def _dashboard(env: Env, *args: str) -> str:
+    """Start ``queuectl dashboard --port 0 ARGS`` (killed with the env); its base URL."""
+    proc = subprocess.Popen(
+        [*CLI, "--home", str(env.home), "dashboard", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    env.procs.append(proc)  # type: ignore[arg-type]
+    assert proc.stdout is not None
+    return proc.stdout.readline().split()[3].rstrip("/")
+
+
+def scenario_dashboard_views_and_actions(env: Env) -> None:
+    """The dashboard's views have addresses, its jobs view sorts ids naturally and searches
+    commands, its actions (with the page's CSRF token) change the files as the CLI does, a
+    foreign Origin is refused, markup in a command never reaches the page as markup, and
+    --read-only refuses every change."""
+    import re
+    import urllib.error
+    import urllib.request
+
+    def get(url: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def post(url: str, headers: dict[str, str]) -> int:
+        request = urllib.request.Request(url, method="POST", data=b"{}", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    hostile = "echo '<script>alert(1)</script>' \x1b[2J"
+    lines = [{"id": f"build-{i}", "command": f"echo {i}"} for i in (10, 2, 1)]
+    lines += [{"id": "evil", "command": hostile, "run_at": "2099-01-01T00:00:00Z"}]
+    env.ok("enqueue", "-", stdin="".join(json.dumps(j) + "\n" for j in lines[:3]))
+    run_burst(env)
+    env.enqueue(lines[3])
+    env.ok("queue", "add", "gpu")
+    base = _dashboard(env)
+    for path in ("/", "/jobs", "/jobs/build-2", "/queues", "/workers", "/schedules"):
+        status, html = get(base + path)
+        check(status == 200 and 'type="module"' in html, f"GET {path}: {status}")
+    status, html = get(base + "/jobs/evil")
+    check("<script>alert" not in html, "a command's markup reached the page")
+    csrf = re.search(r'name="csrf" content="([^"]+)"', html)
+    check(csrf is not None, "the page has no CSRF token")
+    assert csrf is not None
+    status, body = get(base + "/api/jobs?sort=id&order=asc&state=completed")
+    order = [j["id"] for j in json.loads(body)["jobs"]]
+    check(order == ["build-1", "build-2", "build-10"], f"natural order: {order}")
+    status, body = get(base + "/api/jobs?q=SCRIPT")
+    check([j["id"] for j in json.loads(body)["jobs"]] == ["evil"], f"search: {body[:200]}")
+    check(json.loads(get(base + "/api/jobs/evil")[1])["job"]["command"] == hostile, "evil text")
+    headers = {"X-Queuectl-CSRF": csrf.group(1), "Content-Type": "application/json"}
+    foreign = post(base + "/api/jobs/evil/cancel", {**headers, "Origin": "http://evil.test"})
+    check(foreign == 403 and env.ids("pending") == {"evil"}, f"foreign Origin got {foreign}")
+    check(post(base + "/api/jobs/evil/hold", headers) == 200, "hold refused")
+    check(env.ids("held") == {"evil"}, f"held/ holds {env.ids('held')}")
+    check(post(base + "/api/jobs/build-2/restart", headers) == 200, "restart refused")
+    check("build-2" in env.ids("pending"), "build-2 not restarted")
+    check(post(base + "/api/queues/gpu/pause", headers) == 200, "pause refused")
+    check("paused" in env.ok("queue", "list"), "gpu not paused")
+    check(post(base + "/api/jobs/evil/cancel", headers) == 200, "cancel refused")
+    check(env.ids("cancelled") == {"evil"}, f"cancelled/ holds {env.ids('cancelled')}")
+    watcher = _dashboard(env, "--read-only")
+    before = env.listing()
+    html = get(watcher + "/jobs")[1]
+    token = re.search(r'name="csrf" content="([^"]+)"', html)
+    assert token is not None
+    code = post(watcher + "/api/jobs/build-1/restart", {**headers, "X-Queuectl-CSRF": token[1]})
+    check(code == 403 and env.listing() == before, f"--read-only answered {code}")
+
+
 def scenario_background_child_never_doubles_a_run(env: Env) -> None:
     """A failed run's background child (same process group, fd 3 kept) still works: the
     retry waits for it, because the job's lock follows the job, not its file."""
@@ -1298,6 +1378,7 @@ SCENARIOS: list[tuple[str, Callable[[Env], None]]] = [
     ("attempt-history-in-dlq", scenario_history_in_dlq),
     ("logs-show-wait-stats", scenario_logs_show_wait_stats),
     ("dashboard-and-metrics", scenario_dashboard_and_metrics),
+    ("dashboard-views-and-actions", scenario_dashboard_views_and_actions),
     ("background-child-never-doubles-a-run", scenario_background_child_never_doubles_a_run),
     ("purged-id-can-be-reused", scenario_purged_id_can_be_reused),
     ("bad-config-is-reported", scenario_bad_config_is_reported),

@@ -1,9 +1,11 @@
-"""The dashboard's API and safety, /metrics and `queuectl metrics`, and a real browser."""
+"""The dashboard's first API and its safety rules, /metrics and `queuectl metrics`, and the
+`dashboard` command; the helpers here serve the other test_dashboard_* files too (the views'
+API, the catalog behind it, the page in a real browser)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -21,7 +23,7 @@ from queuectl.storage.home import Home
 from queuectl.storage.store import Store
 from queuectl.web.server import check_bind, serve
 
-from .conftest import run_cli, wait_until
+from .conftest import run_cli
 
 
 def invoke(home: Path, *args: str, input: str | None = None):  # type: ignore[no-untyped-def]
@@ -52,34 +54,54 @@ def prepared_home(tmp_path: Path) -> Path:
     return home
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path, Any]]:
-    home = prepared_home(tmp_path)
-    httpd = serve(Store(Home(home).ensure()), "127.0.0.1", 0, None)
+@contextlib.contextmanager
+def running_server(
+    home: Path, token: str | None = None, read_only: bool = False
+) -> Iterator[tuple[str, Any]]:
+    """A dashboard for ``home`` on a free loopback port: (base URL, the server)."""
+    httpd = serve(Store(Home(home).ensure()), "127.0.0.1", 0, token, read_only)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", home, httpd
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd
     finally:
         httpd.shutdown()
         httpd.server_close()
 
 
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, Any]]:
+    home = prepared_home(tmp_path)
+    with running_server(home) as (base, httpd):
+        yield base, home, httpd
 
 
-def post(url: str, headers: dict[str, str]) -> tuple[int, str]:
-    request = urllib.request.Request(url, method="POST", headers=headers, data=b"")
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def get_json(url: str) -> Any:
+    status, body = get(url)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def post(url: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, str]:
+    request = urllib.request.Request(url, method="POST", headers=headers, data=body)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def csrf_of(httpd: Any) -> str:
+    return str(httpd.RequestHandlerClass.app.csrf)
 
 
 def test_api_status_paging_and_job_page(server: tuple[str, Path, Any]) -> None:
@@ -179,100 +201,6 @@ def test_metrics_text_counts_and_cumulative_histograms(server: tuple[str, Path, 
     buckets = [v for k, v in samples.items() if k.startswith("queuectl_run_seconds_bucket")]
     assert buckets == sorted(buckets) and buckets[-1] == samples["queuectl_run_seconds_count"] == 3
     assert "# TYPE queuectl_queue_wait_seconds histogram" in text
-
-
-# ------------------------------------------------------------------ a real browser
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
-
-@pytest.mark.skipif(
-    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-    reason="Debian's chromium and chromium-driver are not installed",
-)
-def test_browser_sees_counts_opens_a_job_and_retries_a_dead_one(
-    server: tuple[str, Path, Any], tmp_path: Path
-) -> None:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-
-    def click(*locator: str) -> None:
-        """The page re-renders its lists every 2 s: an element found just before a refresh
-        is stale by the click, so find and click again until one click lands."""
-
-        def attempt() -> bool:
-            try:
-                driver.find_element(*locator).click()
-            except StaleElementReferenceException:
-                return False
-            return True
-
-        wait_until(attempt, message=f"a click on {locator}")
-
-    def text_of(*locator: str) -> str:
-        try:
-            return str(driver.find_element(*locator).text)
-        except (NoSuchElementException, StaleElementReferenceException):
-            return ""
-
-    base, home, _ = server
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--disable-sync",
-        "--window-size=1200,900",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    try:
-        driver.get(base + "/")
-        wait_until(
-            lambda: "pending: 120" in text_of(By.ID, "counts"),
-            message="the counts on the page",
-        )
-        assert "dead: 2" in text_of(By.ID, "counts")
-        click(By.ID, "count-dead")
-        wait_until(lambda: driver.find_elements(By.ID, "retry-bad"), message="the DLQ list")
-        wait_until(
-            lambda: (
-                "<script>alert(1)</script>"  # shown as text, not run
-                in text_of(By.CSS_SELECTOR, "tr[data-id='xss']")
-            ),
-            message="the xss row",
-        )
-        click(By.CSS_SELECTOR, "tr[data-id='xss'] .open")
-        wait_until(lambda: driver.find_elements(By.ID, "job-title"), message="the job page")
-        assert "<script>" in text_of(By.ID, "job-command")
-        click(By.ID, "retry-bad")
-        # The retry publishes pending/bad.json before it removes the dead copy: wait for both.
-        wait_until(
-            lambda: (
-                (home / "pending" / "bad.json").exists()
-                and not (home / "dead" / "bad.json").exists()
-            ),
-            message="bad moved from dead/ to pending/",
-        )
-        click(By.ID, "count-pending")
-        wait_until(
-            lambda: "pending: 121" in text_of(By.ID, "counts"),
-            message="the refreshed counts",
-        )
-        shots = os.environ.get("QUEUECTL_SCREENSHOT_DIR")  # docs/dashboard.png came from here
-        if shots:
-            driver.save_screenshot(str(Path(shots) / "dashboard.png"))
-    finally:
-        driver.quit()
 
 
 def test_dashboard_command_serves_until_interrupted(tmp_path: Path) -> None:

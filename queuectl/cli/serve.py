@@ -27,19 +27,27 @@ if TYPE_CHECKING:
 )
 @click.option("--token", help="Require this token on every request (needed off loopback).")
 @click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (with --token).")
+@click.option(
+    "--read-only",
+    is_flag=True,
+    help="Show everything, change nothing: no buttons, every POST refused (403).",
+)
 @pass_context
-def dashboard(ctx: Context, host: str, port: int, token: str | None, allow_remote: bool) -> None:
+def dashboard(
+    ctx: Context, host: str, port: int, token: str | None, allow_remote: bool, read_only: bool
+) -> None:
     """Serve a web page, a JSON API (/api/...) and /metrics for this home until Ctrl-C."""
     from queuectl.web.server import check_bind, serve
 
     check_bind(host, token, allow_remote)
     try:
-        server = serve(ctx.store, host, port, token)
+        server = serve(ctx.store, host, port, token, read_only)
     except OSError as exc:
         raise QueueError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = server.server_address[1]
     suffix = f"?token={token}" if token else ""
-    click.echo(f"queuectl dashboard on http://{host}:{bound}/{suffix} (Ctrl-C to stop)")
+    mode = ", read-only" if read_only else ""
+    click.echo(f"queuectl dashboard on http://{host}:{bound}/{suffix} (Ctrl-C to stop{mode})")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

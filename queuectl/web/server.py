@@ -1,41 +1,70 @@
-"""``queuectl dashboard``: a small web page and JSON API over the same Store the CLI uses.
+"""``queuectl dashboard``: the HTTP side of the dashboard (standard library ``http.server``).
 
-Standard library only (``http.server``). Read-only except two POST actions (retry and purge of
-a dead job), which go through the same functions as ``dlq retry`` and ``dlq purge``. Nothing
-here takes a lock a worker waits for, so an open dashboard does not slow workers down.
+Routes: the page at ``/``, ``/jobs``, ``/jobs/<id>``, ``/queues``, ``/workers`` and
+``/schedules`` (one document; the script in it draws the view its address names, so every
+view has an address that survives a reload and can be shared), its script and style under
+``/assets/``, the JSON API under ``/api/`` and ``/metrics``.
 
-Safety: it binds to loopback unless told otherwise, and a non-loopback address needs both an
-explicit ``--allow-remote`` and a ``--token`` that every request must carry. State-changing
-requests are POSTs that must carry the page's random CSRF token in ``X-Queuectl-CSRF`` and, when
-the browser sends one, an ``Origin`` of this server. The page puts job text on screen only with
-``textContent``, so a command containing ``<script>`` shows as text.
+Safety:
+
+- it binds to loopback unless told otherwise, and a non-loopback address needs both an
+  explicit ``--allow-remote`` and a ``--token`` (``check_bind``);
+- with a token, every request must carry it: ``Authorization: Bearer``, ``?token=``, or
+  the cookie the page sets when it is first opened with ``?token=`` (HttpOnly,
+  SameSite=Strict, holding a digest of the token, not the token), so that the addresses
+  of views can be reloaded and shared without the token in them;
+- without a token only loopback ``Host`` names are served (DNS rebinding);
+- with ``--read-only`` every POST is refused (403) and the page draws no buttons;
+- every POST must carry the page's random CSRF token in ``X-Queuectl-CSRF`` and, when the
+  browser sends one, an ``Origin`` of this server;
+- the page puts job text on screen only as text (``textContent``), and the Content
+  Security Policy allows no inline script at all, so a command containing ``<script>``
+  shows as text even if a bug somewhere tried to insert it as markup.
+
+Errors are JSON ``{"error": message}``: 400 for a request that cannot be served as asked,
+404 for an unknown job, queue or schedule, 409 when the store refuses a change, 503 while
+the first read of the home lasts, and 500 (the details on the server's stderr) for a bug.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import json
-import os
-import secrets
+import sys
+import threading
+from collections.abc import Callable
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
-from queuectl.admin.maintenance import purge
-from queuectl.errors import NotFound, QueueError, UsageError
-from queuectl.job import ID_PATTERN, JobState, utcnow
-from queuectl.observe.attempts import job_attempts
-from queuectl.observe.promtext import render, snapshot
-from queuectl.storage.registry import live_workers
+from queuectl.errors import NotFound, QueueError, UsageError, describe
+from queuectl.job import ID_PATTERN, JobState
 from queuectl.storage.store import Store
+from queuectl.web import params
+from queuectl.web.actions import JOB_ACTIONS, QUEUE_ACTIONS, SCHEDULE_ACTIONS
+from queuectl.web.app import Dashboard, Warming
+from queuectl.web.assets import ASSETS, page
+from queuectl.web.joblist import PAGE_SIZE, SORTS, JobQuery
+from queuectl.web.output import STREAMS
+from queuectl.web.series import RANGES
 
-__all__ = ["PAGE_SIZE", "Dashboard", "check_bind"]
+__all__ = ["PAGE_SIZE", "Dashboard", "check_bind", "serve"]
 
-PAGE_SIZE: Final = 50
 LOOPBACK_NAMES: Final = frozenset({"127.0.0.1", "localhost", "::1"})
-LOG_TAIL_BYTES: Final = 4096
+COOKIE: Final = "queuectl_auth"
+VIEWS: Final = frozenset({"", "jobs", "queues", "workers", "schedules"})
+STATE_NAMES: Final = tuple(state.value for state in JobState)
+MAX_PAGE: Final = 10_000_000
+MAX_SEARCH: Final = 200
+MAX_OFFSET: Final = 1 << 40
+CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def check_bind(host: str, token: str | None, allow_remote: bool) -> None:
@@ -48,95 +77,94 @@ def check_bind(host: str, token: str | None, allow_remote: bool) -> None:
         raise UsageError(f"{host} is not a loopback address: pass --allow-remote and --token")
 
 
-class Dashboard:
-    """The application: turns requests into Store calls and JSON; knows nothing of HTTP."""
+def _digest(token: str) -> str:
+    return hashlib.sha256(b"queuectl-dashboard\0" + token.encode()).hexdigest()
 
-    def __init__(self, store: Store, token: str | None = None) -> None:
-        self.store = store
-        self.token = token
-        self.csrf = secrets.token_urlsafe(24)
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "jobs": {state.value: self.store.folders.count(state) for state in JobState},
-            "workers": live_workers(self.store.home.workers),
-        }
+# -------------------------------------------------------------------- routes
 
-    def jobs(self, state: str, page: int) -> dict[str, Any]:
-        """One page of a state folder: names are listed and sorted (cheap at 100,000 files);
-        only the files on the page are read."""
-        chosen = JobState(state)
-        names = sorted(
-            n
-            for n in os.listdir(self.store.home.state_dir(chosen))
-            if n.endswith(".json") and not n.startswith(".")
-        )
-        start = page * PAGE_SIZE
-        rows = []
-        for name in names[start : start + PAGE_SIZE]:
-            try:
-                job = self.store.folders.load(name[:-5])
-            except QueueError:
-                continue
-            rows.append(
-                {
-                    "id": job.id,
-                    "state": job.state.value,
-                    "command": job.command,
-                    "attempts": job.attempts,
-                    "updated_at": job.updated_at,
-                    "last_error": job.last_error,
-                }
+
+def _jobs_query(values: dict[str, str]) -> JobQuery:
+    state = values.get("state")
+    states = None
+    if state is not None and state != "all":
+        params.choice(state, "state", (*STATE_NAMES, "all"), "all")
+        states = frozenset({state})
+    return JobQuery(
+        states=states,
+        queue=params.name(values.get("queue"), "queue"),
+        label=params.text(values.get("label"), "label", 128),
+        text=params.text(values.get("q"), "q", MAX_SEARCH),
+        sort=params.choice(values.get("sort"), "sort", tuple(SORTS), "id"),
+        descending=params.choice(values.get("order"), "order", ("asc", "desc"), "asc") == "desc",
+        page=params.whole(values.get("page"), "page", 0, MAX_PAGE, default=0),
+    )
+
+
+def _get_api(app: Dashboard, parts: list[str], query: dict[str, list[str]]) -> Any:
+    """The answer to ``GET /api/<parts>``; NotFound for no such endpoint."""
+    match parts:
+        case ["status"]:
+            params.single_values(query, ())
+            return app.status()
+        case ["overview"]:
+            values = params.single_values(query, ("range",))
+            return app.overview(params.choice(values.get("range"), "range", tuple(RANGES), "1h"))
+        case ["jobs"]:
+            values = params.single_values(
+                query, ("state", "queue", "label", "q", "sort", "order", "page")
             )
-        return {
-            "state": state,
-            "page": page,
-            "page_size": PAGE_SIZE,
-            "total": len(names),
-            "jobs": rows,
-        }
+            return app.jobs(_jobs_query(values))
+        case ["jobs", job_id] if ID_PATTERN.fullmatch(job_id):
+            params.single_values(query, ())
+            return app.job(job_id)
+        case ["jobs", job_id, "output"] if ID_PATTERN.fullmatch(job_id):
+            values = params.single_values(query, ("run", "stream", "offset"))
+            run = params.whole(values.get("run"), "run", 1, 1 << 31)
+            stream = params.choice(values.get("stream"), "stream", STREAMS, "out")
+            offset = values.get("offset")
+            start = None if offset is None else params.whole(offset, "offset", 0, MAX_OFFSET)
+            return app.output(job_id, run, stream, start)
+        case ["queues"]:
+            params.single_values(query, ())
+            return app.queues()
+        case ["workers"]:
+            params.single_values(query, ())
+            return app.workers()
+        case ["schedules"]:
+            params.single_values(query, ())
+            return app.schedules()
+    raise NotFound("no such endpoint")
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        job = self.store.folders.load(job_id)
-        return {
-            "job": job.to_dict(),
-            "attempts": job_attempts(self.store, job_id),
-            "logs": self._log_tails(job_id),
-        }
 
-    def _log_tails(self, job_id: str) -> dict[str, str]:
-        folder = self.store.home.logs / job_id
-        tails = {}
-        if folder.is_dir():
-            for path in sorted(
-                folder.iterdir(), key=lambda p: (p.stem.isdigit() and int(p.stem), p.suffix)
-            ):
-                with open(path, "rb") as handle:
-                    size = handle.seek(0, os.SEEK_END)
-                    handle.seek(max(0, size - LOG_TAIL_BYTES))
-                    tails[path.name] = handle.read().decode("utf-8", "replace")
-        return tails
+def _post_api(app: Dashboard, parts: list[str], body: dict[str, Any]) -> Any:
+    match parts:
+        case ["jobs", job_id, action] if ID_PATTERN.fullmatch(job_id) and action in JOB_ACTIONS:
+            return app.job_action(job_id, action, body)
+        case ["queues", name, action] if ID_PATTERN.fullmatch(name) and action in QUEUE_ACTIONS:
+            return app.queue_action(name, action, body)
+        case ["schedules", name, action] if (
+            ID_PATTERN.fullmatch(name) and action in SCHEDULE_ACTIONS
+        ):
+            return app.schedule_action(name, action, body)
+    raise NotFound("no such action")
 
-    def retry(self, job_id: str) -> dict[str, Any]:
-        job = self.store.retry_dead(job_id, utcnow())
-        return {"id": job.id, "state": job.state.value}
 
-    def purge(self, job_id: str) -> dict[str, Any]:
-        removed, missing = purge(self.store, [job_id], utcnow())
-        if missing:
-            raise NotFound(f"job {job_id!r} is not in the dead letter queue")
-        return {"id": job_id, "purged": bool(removed)}
+def _is_view(path: str) -> bool:
+    parts = path.strip("/").split("/")
+    if len(parts) == 1:
+        return parts[0] in VIEWS
+    return len(parts) == 2 and parts[0] == "jobs" and ID_PATTERN.fullmatch(parts[1]) is not None
 
-    def metrics(self) -> str:
-        return render(snapshot(self.store))
 
-    def page(self) -> str:
-        return PAGE.replace("__CSRF__", self.csrf)
+# -------------------------------------------------------------------- HTTP
 
 
 class _Handler(BaseHTTPRequestHandler):
     app: Dashboard
     server_version = "queuectl"
+    _set_cookie = False
+    """Whether this request proved the token itself (then the page sets the cookie)."""
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: the dashboard is for looking, its access log is noise
@@ -145,42 +173,43 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         path, query = self._route()
-        if path == "/":
-            self._send(HTTPStatus.OK, self.app.page(), "text/html; charset=utf-8")
-        elif path == "/metrics":
-            self._send(HTTPStatus.OK, self.app.metrics(), "text/plain; version=0.0.4")
-        elif path == "/api/status":
-            self._json(self.app.status)
-        elif path == "/api/jobs":
-            state = query.get("state", ["pending"])[0]
-            page = query.get("page", ["0"])[0]
-            if (
-                state not in {s.value for s in JobState}
-                or not (page.isascii() and page.isdigit())
-                or len(page) > 9
-            ):
-                self._send(HTTPStatus.BAD_REQUEST, {"error": "bad state or page"})
-                return
-            self._json(lambda: self.app.jobs(state, int(page)))
-        elif path.startswith("/api/jobs/") and ID_PATTERN.fullmatch(path[10:]):
-            self._json(lambda: self.app.job(path[10:]))
-        else:
-            self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
+        try:
+            if path.startswith("/api/"):
+                self._json(lambda: _get_api(self.app, path[5:].strip("/").split("/"), query))
+            elif path == "/metrics":
+                self._send(HTTPStatus.OK, self.app.metrics(), "text/plain; version=0.0.4")
+            elif path.startswith("/assets/") and path[8:] in ASSETS:
+                kind, text = ASSETS[path[8:]]
+                self._send(HTTPStatus.OK, text, kind)
+            elif _is_view(path):
+                html = page(self.app.csrf, self.app.read_only)
+                self._send(HTTPStatus.OK, html, "text/html; charset=utf-8")
+            else:
+                self._send(HTTPStatus.NOT_FOUND, "not found\n", "text/plain; charset=utf-8")
+        except Exception as exc:
+            self._fail(exc)
 
     def do_POST(self) -> None:
         if not self._authorized():
+            return
+        if self.app.read_only:
+            self._send(HTTPStatus.FORBIDDEN, {"error": "this dashboard is read-only"})
             return
         if not self._same_origin_with_csrf():
             self._send(HTTPStatus.FORBIDDEN, {"error": "missing CSRF token or foreign origin"})
             return
         path, _ = self._route()
-        parts = path.strip("/").split("/")
-        if len(parts) == 4 and parts[:2] == ["api", "jobs"] and ID_PATTERN.fullmatch(parts[2]):
-            action = {"retry": self.app.retry, "purge": self.app.purge}.get(parts[3])
-            if action is not None:
-                self._json(lambda: action(parts[2]))
+        try:
+            body = self._body()
+            if body is None:
                 return
-        self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            parts = path.strip("/").split("/")
+            if parts[0] != "api":
+                self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
+                return
+            self._json(lambda: _post_api(self.app, parts[1:], body))
+        except Exception as exc:
+            self._fail(exc)
 
     # ---------------------------------------------------------------- plumbing
 
@@ -189,6 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
         return split.path, parse_qs(split.query)
 
     def _authorized(self) -> bool:
+        self._set_cookie = False
         token = self.app.token
         if not token:
             # Without a token only loopback names are served: a foreign Host header means a
@@ -200,10 +230,21 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         given = given or self._route()[1].get("token", [""])[0]
-        if hmac.compare_digest(given.encode(), token.encode()):
+        if given and hmac.compare_digest(given.encode(), token.encode()):
+            self._set_cookie = True
+            return True
+        if hmac.compare_digest(self._cookie().encode(), _digest(token).encode()):
             return True
         self._send(HTTPStatus.UNAUTHORIZED, {"error": "a valid token is required"})
         return False
+
+    def _cookie(self) -> str:
+        try:
+            jar = SimpleCookie(self.headers.get("Cookie", ""))
+        except CookieError:
+            return ""
+        morsel = jar.get(COOKIE)
+        return morsel.value if morsel is not None else ""
 
     def _same_origin_with_csrf(self) -> bool:
         sent = self.headers.get("X-Queuectl-CSRF", "")
@@ -215,9 +256,25 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host", "")
         return urlsplit(origin).netloc == host
 
-    def _json(self, produce: Any) -> None:
+    def _body(self) -> dict[str, Any] | None:
+        length = self.headers.get("Content-Length", "0") or "0"
+        if not (length.isascii() and length.isdigit()):
+            self._send(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"})
+            return None
+        if int(length) > params.MAX_BODY_BYTES:
+            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "request body too large"})
+            return None
+        try:
+            return params.json_body(self.rfile.read(int(length)))
+        except params.BadRequest as exc:
+            self._send(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            return None
+
+    def _json(self, produce: Callable[[], Any]) -> None:
         try:
             self._send(HTTPStatus.OK, produce())
+        except Warming as exc:
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc), "warming": exc.progress})
         except NotFound as exc:
             self._send(HTTPStatus.NOT_FOUND, {"error": str(exc)})
         except UsageError as exc:
@@ -225,118 +282,47 @@ class _Handler(BaseHTTPRequestHandler):
         except QueueError as exc:
             self._send(HTTPStatus.CONFLICT, {"error": str(exc)})
 
+    def _fail(self, exc: Exception) -> None:
+        """A bug: one line (a traceback with QUEUECTL_DEBUG) on stderr, 500 to the client."""
+        print(
+            f"queuectl dashboard: {self.command} {self._route()[0]}: {describe(exc)}",
+            file=sys.stderr,
+        )
+        try:
+            self._send(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                {"error": f"internal error ({type(exc).__name__}); see the dashboard's log"},
+            )
+        except OSError:
+            pass  # the client went away
+
     def _send(self, status: HTTPStatus, body: Any, kind: str = "application/json") -> None:
-        data = (json.dumps(body) if kind == "application/json" else body).encode()
+        text = json.dumps(body) if kind == "application/json" else body
+        data = text.encode()
         self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header(
-            "Content-Security-Policy",
-            "default-src 'self'; script-src 'unsafe-inline'; style-src "
-            "'unsafe-inline'; frame-ancestors 'none'",
-        )
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Content-Security-Policy", CSP)
+        if self._set_cookie and self.app.token and kind.startswith("text/html"):
+            self.send_header(
+                "Set-Cookie",
+                f"{COOKIE}={_digest(self.app.token)}; HttpOnly; SameSite=Strict; Path=/",
+            )
         self.end_headers()
         self.wfile.write(data)
 
 
-def serve(store: Store, host: str, port: int, token: str | None) -> ThreadingHTTPServer:
-    """A server bound and ready (``serve_forever`` it, or run it in a thread in tests)."""
-    handler = type("Handler", (_Handler,), {"app": Dashboard(store, token)})
+def serve(
+    store: Store, host: str, port: int, token: str | None, read_only: bool = False
+) -> ThreadingHTTPServer:
+    """A server bound and ready (``serve_forever`` it, or run it in a thread in tests); the
+    first read of the home starts in the background at once."""
+    app = Dashboard(store, token, read_only)
+    handler = type("Handler", (_Handler,), {"app": app})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
+    threading.Thread(target=app.warm, name="dashboard-warm", daemon=True).start()
     return server
-
-
-PAGE: Final = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>queuectl</title>
-<meta name="csrf" content="__CSRF__">
-<style>
-body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
-h1{font-size:1.3em}#counts span{display:inline-block;margin-right:1em;padding:.3em .6em;
-background:#eef;border-radius:4px;cursor:pointer}#counts span.sel{background:#ccf}
-table{border-collapse:collapse;margin-top:.8em}td,th{border-bottom:1px solid #ddd;
-padding:.25em .6em;text-align:left;vertical-align:top}pre{background:#f6f6f6;padding:.6em;
-max-height:20em;overflow:auto}button{margin-right:.4em}.muted{color:#777}
-</style></head><body>
-<h1>queuectl</h1>
-<div id="counts"></div><div id="workers" class="muted"></div>
-<div id="list"></div><div id="detail"></div>
-<script>
-const csrf = document.querySelector('meta[name=csrf]').content;
-const token = new URLSearchParams(location.search).get('token');
-const q = (u) => token ? u + (u.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token) : u;
-let state = 'pending', page = 0;
-function el(tag, text, attrs) {
-  const e = document.createElement(tag);
-  if (text !== undefined && text !== null) e.textContent = String(text);
-  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
-  return e;
-}
-async function getJSON(u) { const r = await fetch(q(u)); return r.json(); }
-async function refresh() {
-  const s = await getJSON('/api/status');
-  const counts = document.getElementById('counts'); counts.replaceChildren();
-  for (const [name, n] of Object.entries(s.jobs)) {
-    const b = el('span', name + ': ' + n, {id: 'count-' + name});
-    if (name === state) b.className = 'sel';
-    b.onclick = () => { state = name; page = 0; refresh(); };
-    counts.append(b);
-  }
-  document.getElementById('workers').textContent = s.workers.length + ' live worker(s): ' +
-    s.workers.map(w => 'pid ' + w.pid + ' x' + w.threads).join(', ');
-  const data = await getJSON('/api/jobs?state=' + state + '&page=' + page);
-  const list = document.getElementById('list'); list.replaceChildren();
-  const t = el('table', null, {id: 'jobs'});
-  const head = el('tr'); ['id', 'command', 'attempts', 'updated', 'last error', ''].forEach(h => head.append(el('th', h)));
-  t.append(head);
-  for (const j of data.jobs) {
-    const tr = el('tr', null, {'data-id': j.id});
-    const link = el('a', j.id, {href: '#', class: 'open'});
-    link.onclick = (ev) => { ev.preventDefault(); show(j.id); };
-    const idCell = el('td'); idCell.append(link); tr.append(idCell);
-    [j.command, j.attempts, j.updated_at, j.last_error || ''].forEach(v => tr.append(el('td', v)));
-    const actions = el('td');
-    if (state === 'dead') {
-      actions.append(button('Retry', 'retry-' + j.id, () => act(j.id, 'retry')));
-      actions.append(button('Purge', 'purge-' + j.id, () => act(j.id, 'purge')));
-    }
-    tr.append(actions); t.append(tr);
-  }
-  list.append(t);
-  const pages = Math.max(1, Math.ceil(data.total / data.page_size));
-  const nav = el('div', 'page ' + (page + 1) + ' of ' + pages + ' (' + data.total + ' jobs) ');
-  if (page > 0) nav.append(button('Previous', 'prev', () => { page--; refresh(); }));
-  if (page + 1 < pages) nav.append(button('Next', 'next', () => { page++; refresh(); }));
-  list.append(nav);
-}
-function button(label, id, onclick) { const b = el('button', label, {id}); b.onclick = onclick; return b; }
-async function act(id, what) {
-  if (what === 'purge' && !confirm('Delete job ' + id + ' for good?')) return;
-  const r = await fetch(q('/api/jobs/' + encodeURIComponent(id) + '/' + what),
-                        {method: 'POST', headers: {'X-Queuectl-CSRF': csrf}});
-  const body = await r.json();
-  document.getElementById('detail').replaceChildren(el('p', r.ok ? what + ' ' + id + ': done' : body.error, {id: 'result'}));
-  refresh();
-}
-async function show(id) {
-  const d = await getJSON('/api/jobs/' + encodeURIComponent(id));
-  const box = document.getElementById('detail'); box.replaceChildren();
-  box.append(el('h2', 'job ' + id, {id: 'job-title'}));
-  box.append(el('pre', d.job.command, {id: 'job-command'}));
-  box.append(el('p', 'state ' + d.job.state + ', attempts ' + d.job.attempts + ', created ' + d.job.created_at));
-  const t = el('table', null, {id: 'attempts'});
-  const head = el('tr'); ['run', 'outcome', 'exit', 'started', 'finished', 'error'].forEach(h => head.append(el('th', h)));
-  t.append(head);
-  for (const a of d.attempts) {
-    const tr = el('tr');
-    [a.run, a.outcome, a.exit_code, a.started_at, a.finished_at, a.error || ''].forEach(v => tr.append(el('td', v)));
-    t.append(tr);
-  }
-  box.append(t);
-  for (const [name, text] of Object.entries(d.logs)) { box.append(el('h3', name)); box.append(el('pre', text)); }
-}
-refresh(); setInterval(refresh, 2000);
-</script></body></html>
-"""
