@@ -100,6 +100,13 @@ class Cluster:
             self.start_worker(f"w{i}")
         return self
 
+    def kill_all(self) -> None:
+        """SIGKILL the scheduler and every worker (nanny, worker, warden: each group)."""
+        for proc in [*([self.scheduler] if self.scheduler else []), *self.nannies.values()]:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+        self.nannies.clear()
+
     def _listening(self) -> bool:
         assert self.scheduler is not None
         if self.scheduler.poll() is not None:
