@@ -124,7 +124,7 @@ def test_gpu_requests_become_dask_resources_checked_against_the_cluster(
         none = enqueue(home, command="echo gpus=[$CUDA_VISIBLE_DEVICES]")
         refused = run_cli(home, "add", "--gpus", "3", "true")
         assert refused.returncode != 0, refused.stdout
-        assert "no running --executor dask worker's cluster advertises" in refused.stderr
+        assert "asks for 3 GPU device(s); 0 are configured" in refused.stderr
         assert wait_jobs(home, [two, none]).returncode == 0
         # the local setting lets a larger request in; no worker can ever run it
         assert run_cli(home, "config", "set", "gpus", "0,1,2").returncode == 0

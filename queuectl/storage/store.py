@@ -204,8 +204,7 @@ class Store:
             if job.gpus > len(devices) and job.gpus > self._remote_gpus():
                 raise InvalidJob(
                     f"{label} asks for {job.gpus} GPU device(s); {len(devices)} are "
-                    "configured (queuectl config set gpus 0,1,... or auto), and no running "
-                    "--executor dask worker's cluster advertises that many"
+                    "configured (queuectl config set gpus 0,1,... or auto)"
                 )
         for dep in (*job.after, *job.after_any):
             if dep == job.id:
