@@ -53,10 +53,29 @@ class Cluster:
     port: int = field(default_factory=free_port)
     scheduler: subprocess.Popen[bytes] | None = None
     nannies: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    tls: Path | None = None
+    """A folder made by ``make_certificates``: everything then talks ``tls://``."""
 
     @property
     def address(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
+        return f"{'tls' if self.tls else 'tcp'}://127.0.0.1:{self.port}"
+
+    def _tls_args(self, role: str) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            "--tls-ca-file", str(self.tls / "ca.pem"), "--tls-cert", str(self.tls / f"{role}.pem"),
+            "--tls-key", str(self.tls / f"{role}.key"),
+        ]  # fmt: skip
+
+    def head_tls_args(self) -> list[str]:
+        """``worker start`` options for a head on this cluster."""
+        if self.tls is None:
+            return []
+        return [
+            "--tls-ca", str(self.tls / "ca.pem"), "--tls-cert", str(self.tls / "head.pem"),
+            "--tls-key", str(self.tls / "head.key"),
+        ]  # fmt: skip
 
     def _popen(
         self, args: list[str], cwd: Path, env: dict[str, str], log: str
@@ -72,6 +91,7 @@ class Cluster:
         args = [
             str(VENV_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
             "--no-dashboard", "--preload", "queuectl.remote.preload",
+            *(["--protocol", "tls", *self._tls_args("scheduler")] if self.tls else []),
         ]  # fmt: skip
         env = dask_env(**self.scheduler_env)
         self.scheduler = self._popen(args, self.base / "scheduler", env, "scheduler.log")
@@ -79,6 +99,13 @@ class Cluster:
         for i in range(self.workers):
             self.start_worker(f"w{i}")
         return self
+
+    def kill_all(self) -> None:
+        """SIGKILL the scheduler and every worker (nanny, worker, warden: each group)."""
+        for proc in [*([self.scheduler] if self.scheduler else []), *self.nannies.values()]:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+        self.nannies.clear()
 
     def _listening(self) -> bool:
         assert self.scheduler is not None
@@ -93,7 +120,7 @@ class Cluster:
             str(VENV_BIN / "dask"), "worker", self.address, "--name", name,
             "--nthreads", str(self.nthreads), "--resources", self.resources,
             "--local-directory", str(folder / "local"), "--no-dashboard", "--host", "127.0.0.1",
-            "--preload", "queuectl.remote.preload",
+            "--preload", "queuectl.remote.preload", *self._tls_args("worker"),
         ]  # fmt: skip
         env = dask_env(QUEUECTL_TEST_HOST=name, HOME=str(folder))
         self.nannies[name] = self._popen(args, folder, env, f"{name}.log")
@@ -101,7 +128,17 @@ class Cluster:
     def client(self):  # type: ignore[no-untyped-def]
         from distributed import Client
 
-        return Client(self.address, timeout=30, set_as_default=False)
+        security = None
+        if self.tls is not None:
+            from distributed.security import Security
+
+            security = Security(
+                tls_ca_file=str(self.tls / "ca.pem"),
+                tls_client_cert=str(self.tls / "head.pem"),
+                tls_client_key=str(self.tls / "head.key"),
+                require_encryption=True,
+            )
+        return Client(self.address, timeout=30, set_as_default=False, security=security)
 
     def wait_workers(self, n: int | None = None) -> None:
         n = self.workers if n is None else n
@@ -120,6 +157,28 @@ class Cluster:
                 proc.wait()
 
 
+def make_certificates(folder: Path) -> Path:
+    """A CA and a certificate for each of scheduler, worker and head, made with ``openssl``
+    exactly as docs/remote.md tells users to."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        done = subprocess.run(["openssl", *args], cwd=folder, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=queuectl-ca")  # fmt: skip
+    ext = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+    for role in ("scheduler", "worker", "head"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{role}.key", "-out",
+                f"{role}.csr", "-subj", f"/CN={role}")  # fmt: skip
+        (folder / f"{role}.ext").write_text(ext)
+        openssl("x509", "-req", "-in", f"{role}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{role}.pem", "-days", "2",
+                "-extfile", f"{role}.ext")  # fmt: skip
+    return folder
+
+
 def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
     if proc.poll() is None:
         try:
@@ -133,7 +192,8 @@ def head(
 ) -> subprocess.Popen[bytes]:
     """A ``worker start --executor dask`` process (its own session, so a test can kill it)."""
     argv = [sys.executable, "-m", "queuectl", "--home", str(home), "worker", "start"]
-    argv += ["--executor", "dask", "--scheduler", cluster.address, "--lease", LEASE, *args]
+    argv += ["--executor", "dask", "--scheduler", cluster.address, "--lease", LEASE]
+    argv += [*cluster.head_tls_args(), *args]
     with open(log, "ab") as err:
         return subprocess.Popen(
             argv,

@@ -70,3 +70,21 @@ def test_the_bench_runs_every_section_and_reports_well_formed(tmp_path: Path) ->
         assert any(line.startswith(section) for line in table.splitlines()), section
     assert "note: queuectl ran with bytecode" in table
     assert "jobs/s" in table
+
+
+@pytest.mark.slow
+def test_the_bench_runs_the_dask_comparison_with_executor_dask() -> None:
+    """``--executor dask`` hands the run to tools/bench_dask.py (tiny sizes: no figure is
+    judged, only that both sides ran and the report is well formed)."""
+    pytest.importorskip("distributed")
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--executor", "dask", "--jobs", "8", "--rounds", "1",
+         "--count", "4", "--workers", "1", "--nthreads", "2", "--latency", "3", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert len(report["raw_per_s"]) == len(report["queuectl_per_s"]) == 2  # ABBA
+    assert report["ratio_median"] > 0
+    for side in ("latency_raw_ms", "latency_queuectl_ms"):
+        assert set(report[side]) == {"p50", "p99"}

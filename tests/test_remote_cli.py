@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import jobs_in, read_job, run_cli
+from tests.conftest import jobs_in, read_job, run_cli, settled_in, wait_until
 from tests.remote_support import (
     Cluster,
     dask_env,
     enqueue_all,
     head,
+    make_certificates,
     recorded,
     runs,
     stop_head,
@@ -106,19 +107,38 @@ def test_exactly_once_under_two_heads_and_two_workers(
     assert len({r[0].host for r in found.values()}) == 2  # both workers took part
 
 
-def test_gpu_requests_become_dask_resources_with_device_ids(
+def test_gpu_requests_become_dask_resources_checked_against_the_cluster(
     tmp_path: Path, dask_cluster: Cluster
 ) -> None:
+    """No local ``gpus`` setting: while a dask head runs, ``add --gpus`` is checked against
+    the GPUs its cluster's workers advertise (GPU=2 here); a request no worker can satisfy
+    that still got in (through the local setting) fails at once, says why in ``show``, and
+    the head logs it once."""
     home = tmp_path / "home"
-    # enqueue checks a request against the head's own gpus setting (docs/remote.md, limits)
-    assert run_cli(home, "config", "set", "gpus", "0,1,2").returncode == 0
-    two = enqueue(home, command="echo gpus=$CUDA_VISIBLE_DEVICES", gpus=2)
-    none = enqueue(home, command="echo gpus=[$CUDA_VISIBLE_DEVICES]")
-    too_many = enqueue(home, command="true", gpus=3, max_retries=0)
-    burst(home, dask_cluster, tmp_path / "head.log", "--count", "3")
+    log = tmp_path / "head.log"
+    assert "configured" in run_cli(home, "add", "--gpus", "1", "true").stderr  # no head yet
+    proc = head(home, dask_cluster, "--count", "3", log=log)
+    try:
+        wait_until(lambda: "dask executor:" in log.read_text(), timeout=60, message="the head")
+        two = enqueue(home, command="echo gpus=$CUDA_VISIBLE_DEVICES", gpus=2)
+        none = enqueue(home, command="echo gpus=[$CUDA_VISIBLE_DEVICES]")
+        refused = run_cli(home, "add", "--gpus", "3", "true")
+        assert refused.returncode != 0, refused.stdout
+        assert "asks for 3 GPU device(s); 0 are configured" in refused.stderr
+        assert wait_jobs(home, [two, none]).returncode == 0
+        # the local setting lets a larger request in; no worker can ever run it
+        assert run_cli(home, "config", "set", "gpus", "0,1,2").returncode == 0
+        assert run_cli(home, "config", "set", "backoff-base", "1").returncode == 0
+        too_many = enqueue(home, command="true", gpus=3, max_retries=1)
+        wait_until(lambda: settled_in(home, "dead", too_many), timeout=60, message="dead")
+    finally:
+        assert stop_head(proc) == 0
     assert "gpus=0,1" in run_cli(home, "logs", two).stdout
     assert "gpus=[]" in run_cli(home, "logs", none).stdout
-    assert "no Dask worker advertises GPU=3" in read_job(home, "dead", too_many)["last_error"]
+    shown = run_cli(home, "show", too_many).stdout
+    assert "no Dask worker advertises GPU=3 (largest: GPU=2)" in shown, shown
+    assert read_job(home, "dead", too_many)["attempts"] == 2
+    assert log.read_text().count("attempts asking for it fail at once") == 1
 
 
 @pytest.mark.parametrize(
@@ -182,3 +202,26 @@ def test_a_scheduler_that_would_rerun_commands_is_refused(tmp_path: Path) -> Non
         cluster.stop()
     assert done.returncode == 2, done.stderr
     assert "allowed-failures=3" in done.stderr and "ALLOWED_FAILURES=0" in done.stderr
+
+
+def test_a_tls_cluster_runs_jobs_end_to_end(tmp_path: Path) -> None:
+    """Certificates made with openssl as docs/remote.md says; scheduler and worker started with
+    ``--protocol tls``; the head connects with --tls-ca/--tls-cert/--tls-key."""
+    cluster = Cluster(
+        tmp_path / "c", workers=1, nthreads=2, tls=make_certificates(tmp_path / "tls")
+    )
+    home = tmp_path / "home"
+    try:
+        cluster.start()
+        cluster.wait_workers()
+        job = enqueue(home, command="echo over tls on $QUEUECTL_TEST_HOST")
+        burst(home, cluster, tmp_path / "head.log")
+        assert cluster.address.startswith("tls://")
+        assert jobs_in(home, "completed") == [job]
+        assert "over tls on w0" in run_cli(home, "logs", job).stdout
+        # the same cluster without the head's certificate: a clear one-line error
+        done = run_cli(home, "worker", "start", "--executor", "dask", "--scheduler",
+                       cluster.address)  # fmt: skip
+        assert done.returncode == 2 and "a tls:// scheduler needs --tls-ca" in done.stderr
+    finally:
+        cluster.stop()

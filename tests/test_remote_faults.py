@@ -10,10 +10,13 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import pid_gone, read_job, run_cli, settled_in, wait_until
 from tests.remote_support import (
     Cluster,
     assert_never_overlapping,
+    dask_env,
     enqueue_all,
     head,
     once_then,
@@ -183,3 +186,65 @@ def test_dask_s_own_rerun_of_an_attempt_is_refused(tmp_path: Path) -> None:
     found = runs(record)
     assert len(found["r1"]) == 2, found  # the refused rerun never started a command
     assert_never_overlapping(found)
+
+
+@pytest.mark.parametrize("outage", ["short", "long"])
+def test_a_killed_and_restarted_scheduler_loses_no_job_and_runs_none_twice(
+    tmp_path: Path, outage: str
+) -> None:
+    """SIGKILL the scheduler while six remote commands run (its workers exit with it, their
+    wardens TERM the commands); the head's attempts come back lost after the fence, it keeps
+    trying to reconnect, and once a scheduler is back on the same address with its workers,
+    every job completes once, with no two runs of one job overlapping. ``short``: back before
+    Dask's client gives up its own reconnect; ``long``: the head's connect timeout (1 s) ran
+    out twice first, so the head replaced its client."""
+    cluster = Cluster(tmp_path / "cluster", nthreads=3)
+    home, record = tmp_path / "home", tmp_path / "record"
+    _fast_retries(home)
+    try:
+        cluster.start()
+        cluster.wait_workers()
+        ids = enqueue_all(
+            home,
+            [
+                {"id": f"s{n}", "command": _long_then_short(tmp_path, record, f"s{n}")}
+                for n in range(6)
+            ],
+        )
+        log = tmp_path / "head.log"
+        env = dask_env(QUEUECTL_DASK_CONNECT_TIMEOUT="1" if outage == "long" else "30")
+        proc = head(home, cluster, "--count", "6", log=log, env=env)
+        try:
+            wait_until(lambda: _started(record, 6), timeout=60, message="six remote commands")
+            assert cluster.scheduler is not None
+            os.killpg(cluster.scheduler.pid, signal.SIGKILL)
+            cluster.scheduler.wait()
+            for nanny in cluster.nannies.values():
+                nanny.wait(60)  # dask worker exits once it has lost its scheduler
+            first = {tag: rs[0] for tag, rs in runs(record).items()}
+            wait_until(
+                lambda: all(pid_gone(r.child or 0) for r in first.values()),
+                timeout=30,
+                message="the wardens' kill",
+            )
+            if outage == "long":
+                wait_until(
+                    lambda: log.read_text().count("cannot reach the Dask scheduler") >= 2,
+                    timeout=60,
+                    message="the head's failed reconnects",
+                )
+            assert proc.poll() is None  # the head waits for the cluster, it does not exit
+            cluster.start()  # the same address
+            done = wait_jobs(home, ids)
+            assert done.returncode == 0, done.stdout + done.stderr
+        finally:
+            assert stop_head(proc) == 0
+    finally:
+        cluster.stop()
+    found = runs(record)
+    assert sorted(found) == sorted(ids)
+    assert all(len(r) == 2 for r in found.values()), found
+    assert_never_overlapping(found)
+    for job in ids:
+        assert read_job(home, "completed", job)["attempts"] == 2
+        assert "worker lost" in run_cli(home, "history", job).stdout

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark queuectl on Dask against raw ``client.submit`` of the same commands, same run.
 
-Usage: python tools/bench_dask.py [--jobs 1000] [--rounds 2] [--count 64] [--workers 2]
-                                  [--nthreads 4] [--latency 100] [--json]
+Usage: python tools/bench.py --executor dask [--jobs 1000] [--rounds 2] [--count 64] [--workers 2]
+                                              [--nthreads 4] [--latency 100] [--json]
+       (or python tools/bench_dask.py with the same options)
 
 One ``dask scheduler`` and ``--workers`` ``dask worker`` processes on loopback (preloading
 queuectl.remote.preload, the profiler off, allowed-failures 0). Each round runs, in ABBA
@@ -163,8 +164,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    prog = os.environ.get("QUEUECTL_BENCH_PROG")  # "python tools/bench.py --executor dask"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2, help="ABBA pairs (default 2)")
     parser.add_argument("--count", type=int, default=64, help="head threads / raw submitters")
@@ -172,7 +174,7 @@ def main() -> None:
     parser.add_argument("--nthreads", type=int, default=4)
     parser.add_argument("--latency", type=int, default=100, help="one-at-a-time samples")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.update(_env())
     from distributed import Client
 
@@ -225,7 +227,7 @@ def main() -> None:
     }
     if args.json:
         print(json.dumps(result, indent=2))
-        return
+        return 0
     print(f"1 scheduler, {result['workers']}, {args.count} submitters/threads, {args.jobs} x true")
     print(f"raw client.submit   jobs/s: {result['raw_per_s']}")
     print(f"queuectl on dask    jobs/s: {result['queuectl_per_s']}")
@@ -234,7 +236,8 @@ def main() -> None:
     print(f"one at a time, ms per job: raw p50 {lr['p50']} p99 {lr['p99']}", end="; ")
     print(f"queuectl p50 {lq['p50']} p99 {lq['p99']}")
     print(f"load average: {result['load_average']:.1f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

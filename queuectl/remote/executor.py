@@ -347,6 +347,11 @@ class RemoteExecutor:
         self._generation = 0
         self._ready = threading.Event()
         self._stop = threading.Event()
+        self.on_gpus: Callable[[int], None] | None = None
+        """Called (from the lease thread) when the largest GPU count a worker advertises
+        changes (the head's record tells ``add --gpus`` about it)."""
+        self._gpus_seen = -1
+        self._gpu_warned: set[int] = set()
         self.on_change: Callable[[], None] | None = None
         """Called (from the lease thread) when readiness changes."""
         self.stats: dict[str, float] = {
@@ -475,6 +480,7 @@ class RemoteExecutor:
             addr: {"resources": w.get("resources", {}), "host": w.get("host")}
             for addr, w in ident["workers"].items()
         }
+        self._tell_gpus()
         with self._lock:
             self._round += 1
             rnd, max_seq = self._round, self._seq
@@ -698,7 +704,17 @@ class RemoteExecutor:
         }
 
     def max_gpus(self) -> int:
+        """The largest ``GPU`` resource a worker advertises (as the scheduler knows them)."""
         return max((int(w["resources"].get("GPU", 0)) for w in self._workers.values()), default=0)
+
+    def _tell_gpus(self) -> None:
+        gpus = self.max_gpus()
+        if gpus != self._gpus_seen and self.on_gpus is not None:
+            self._gpus_seen = gpus
+            try:
+                self.on_gpus(gpus)
+            except Exception:
+                log.debug("queuectl: recording GPU=%d", gpus, exc_info=True)
 
     def start(
         self,
@@ -736,10 +752,19 @@ class RemoteExecutor:
         if gpus and gpus > self.max_gpus():
             self._refresh_workers()  # the cache is one round old: ask before refusing
         if gpus and gpus > self.max_gpus():
+            error = f"no Dask worker advertises GPU={gpus} (largest: GPU={self.max_gpus()})"
+            if gpus not in self._gpu_warned:  # once per head and size, not once per attempt
+                self._gpu_warned.add(gpus)
+                log.warning(
+                    "queuectl: %s: attempts asking for it fail at once (start a worker with "
+                    '--resources "GPU=%d" for them)',
+                    error,
+                    gpus,
+                )
             attempt._settle(
                 RemoteResult(
                     "spawn_failed",
-                    error=f"no Dask worker advertises GPU={gpus} (largest: GPU={self.max_gpus()})",
+                    error=error,
                     started_at=_utc(time.time()),
                     finished_at=_utc(time.time()),
                 )

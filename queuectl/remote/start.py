@@ -72,10 +72,13 @@ def attach_dask(
         follow_every=FOLLOW_SECONDS,
     )
     try:
-        record = RemoteHeads(pool.store.home.root).register(remote.head_id, lease)
+        record = RemoteHeads(pool.store.home.root).register(
+            remote.head_id, lease, gpus=remote.max_gpus()
+        )
     except BaseException:
         remote.close(cancel=False)
         raise
+    remote.on_gpus = record.advertise_gpus
     pool.store.claims.local_devices = False
     pool.executor = DaskExecutor(remote, record, {})
     workers = len(remote.probe())

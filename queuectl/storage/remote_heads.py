@@ -41,6 +41,19 @@ class HeadRecord:
 
     path: Path
     fd: int
+    lease: float = 0.0
+
+    def advertise_gpus(self, gpus: int) -> None:
+        """Rewrite the record in place (same inode: the lock stays) with the largest ``GPU``
+        resource a worker of the cluster advertises, for ``add --gpus`` to check against."""
+        if self.fd < 0:
+            return
+        data = json.dumps({"lease": self.lease, "pid": os.getpid(), "gpus": int(gpus)}).encode()
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, data, 0)
+        except OSError:
+            pass  # advisory only: the lease is never shorter than what was written first
 
     def remove(self) -> None:
         try:
@@ -61,7 +74,7 @@ class RemoteHeads:
     def folder(self) -> Path:
         return self.root / FOLDER
 
-    def register(self, head: str, lease: float) -> HeadRecord:
+    def register(self, head: str, lease: float, gpus: int = 0) -> HeadRecord:
         """Write and lock ``remote/<head>.json`` durably (before any attempt is submitted)."""
         os.makedirs(self.folder, mode=0o700, exist_ok=True)
         path = self.folder / f"{head}.json"
@@ -69,14 +82,37 @@ class RemoteHeads:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # the inode keeps the lock across the rename
-            os.write(fd, json.dumps({"lease": lease, "pid": os.getpid()}).encode())
+            record = {"lease": lease, "pid": os.getpid(), "gpus": int(gpus)}
+            os.write(fd, json.dumps(record).encode())
             fsync_fd(fd, tmp)
             os.rename(tmp, path)
             fsync_dir(self.folder)
         except BaseException:
             os.close(fd)
             raise
-        return HeadRecord(path, fd)
+        return HeadRecord(path, fd, lease)
+
+    def advertised_gpus(self) -> int:
+        """The largest ``GPU`` resource that the cluster of a running remote head advertises
+        (0 when none runs). A head counts while its pid lives: no lock is taken here, so this
+        never delays a recovery's view of a dead head (``hold_until``)."""
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            return 0
+        best = 0
+        for name in names:
+            if name.startswith(".") or not name.endswith(".json"):
+                continue
+            try:
+                with open(self.folder / name, "rb") as f:
+                    record = json.loads(f.read(MAX_RECORD_BYTES))
+                pid, gpus = int(record["pid"]), int(record.get("gpus", 0))
+            except (OSError, ValueError, TypeError, KeyError, AttributeError):
+                continue
+            if gpus > best and _alive(pid):
+                best = gpus
+        return best
 
     def hold_until(self, now: float | None = None) -> tuple[float, str] | None:
         """While a dead head's leases may still run: (monotonic time they surely ended, that
@@ -135,6 +171,16 @@ def _lease_of(fd: int) -> float:
     if not 0 < lease <= MAX_LEASE_SECONDS:
         return MAX_LEASE_SECONDS
     return lease
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
 
 
 def _inode(path: Path) -> int:

@@ -201,7 +201,7 @@ class Store:
             )
         if job.gpus:
             devices, _per = self.devices.current()
-            if job.gpus > len(devices):
+            if job.gpus > len(devices) and job.gpus > self._remote_gpus():
                 raise InvalidJob(
                     f"{label} asks for {job.gpus} GPU device(s); {len(devices)} are "
                     "configured (queuectl config set gpus 0,1,... or auto)"
@@ -211,6 +211,13 @@ class Store:
                 raise InvalidJob(f"{label} cannot depend on itself")
             if (batch is None or dep not in batch) and self.folders.locate(dep) is None:
                 raise InvalidJob(f"unknown dependency {dep!r}: no job with that id")
+
+    def _remote_gpus(self) -> int:
+        """The most GPUs a worker of a running ``--executor dask`` head's cluster advertises:
+        a remote job's ``--gpus`` is checked against that, not only the local setting."""
+        from queuectl.storage.remote_heads import RemoteHeads
+
+        return RemoteHeads(self.home.root).advertised_gpus()
 
     def enqueue(
         self,

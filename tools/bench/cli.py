@@ -63,6 +63,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         epilog="sections: " + ", ".join(SECTIONS),
     )
     add = parser.add_argument
+    add(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="dask: queuectl on a Dask cluster against raw client.submit instead "
+        "(tools/bench_dask.py; the options after it are that benchmark's, see --executor dask "
+        "--help)",
+    )
     add("--quick", action="store_true", help="a small version of everything (about a minute)")
     add("--tiny", action="store_true", help="tiny sizes: checks that it runs, figures are noise")
     add("--only", metavar="A,B", help="run only these sections (comma-separated)")
@@ -133,7 +141,26 @@ def _stop(signum: int, _frame: FrameType | None) -> None:
     raise Stopped(signal.Signals(signum).name)
 
 
+def _dask_argv(argv: list[str]) -> list[str] | None:
+    """The other options when ``--executor dask`` is given (it has its own), else None."""
+    for i, arg in enumerate(argv):
+        if arg == "--executor" and i + 1 < len(argv) and argv[i + 1] == "dask":
+            return argv[:i] + argv[i + 2 :]
+        if arg == "--executor=dask":
+            return argv[:i] + argv[i + 1 :]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    dask_argv = _dask_argv(sys.argv[1:] if argv is None else argv)
+    if dask_argv is not None:
+        # Its own process, run as a script: the Dask workers unpickle its task function by
+        # value only then (imported, it would travel as ``bench_dask.run_shell``).
+        import subprocess
+
+        env = {**os.environ, "QUEUECTL_BENCH_PROG": "python tools/bench.py --executor dask"}
+        script = ROOT / "tools" / "bench_dask.py"
+        return subprocess.call([sys.executable, str(script), *dask_argv], env=env)
     args = parse(argv)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop)
