@@ -705,3 +705,27 @@ def test_put_back_while_a_leftover_holds_the_run_lock(store: Store, home: Home) 
     again = store.claims.claim("j1.json", JobState.PENDING, "w", NOW)
     assert isinstance(again, Claim)
     again.release()
+
+
+def test_lock_probes_count_every_held_byte_whatever_order_they_were_taken_in(
+    tmp_path: Path,
+) -> None:
+    """F_OFD_GETLK names the oldest conflicting lock, not the lowest: a byte taken after a
+    higher one was skipped, and ``status`` counted one job on a GPU device that ran two."""
+    from queuectl.storage.locks import LockFile
+
+    locks = LockFile(tmp_path / "claims.lock")
+    holders = [locks.holder() for _ in range(4)]
+    try:
+        for holder, byte in zip(holders, (7, 3, 5, 4), strict=True):  # taken high, then low
+            assert holder.take(100 + byte)
+        assert locks.held_in(100, 10) == 4
+        assert locks.first_held(100, 10) == 103
+        assert locks.held_in(104, 3) == 2  # 104 and 105 (106 is free)
+        assert locks.first_held(106, 4) == 107
+        assert locks.first_held(108, 2) is None
+        assert locks.held_in(108, 2) == 0
+    finally:
+        for holder in holders:
+            holder.close()
+        locks.close()
