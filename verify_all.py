@@ -645,7 +645,10 @@ def scenario_dlq_bulk(env: Env) -> None:
     check(len(env.ids("pending")) == 3, "dlq retry --all did not move every job")
     run_burst(env)
     refused = env.run("dlq", "purge", "--all", stdin="")
-    check(refused.returncode == 1 and len(env.ids("dead")) == 3, "purge went ahead unconfirmed")
+    check(
+        refused.returncode == 2 and "--yes" in refused.stderr and len(env.ids("dead")) == 3,
+        f"purge without a terminal: exit {refused.returncode}, {refused.stderr.strip()!r}",
+    )
     env.ok("dlq", "purge", "--all", "--yes")
     check(not env.ids("dead"), "dlq purge --all --yes left jobs")
 
