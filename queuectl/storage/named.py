@@ -20,9 +20,9 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, cast
 
 from queuectl.errors import InvalidJob
 from queuectl.job import ID_PATTERN, format_time, new_generation, utcnow
@@ -32,7 +32,28 @@ from queuectl.storage.home import Home
 from queuectl.storage.journal import Journal
 from queuectl.storage.locks import LockFile, ProcessMark, change_offset
 
-__all__ = ["Named", "NamedStore"]
+__all__ = ["Named", "NamedRecord", "NamedStore", "record_name"]
+
+
+class NamedRecord:
+    """What every named record (a queue, a schedule: frozen dataclasses) does alike."""
+
+    paused: bool
+
+    @property
+    def state(self) -> str:
+        return "paused" if self.paused else "active"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(cast(Any, self))
+
+
+def record_name(data: dict[Any, Any], kind: str, longest: int = 128) -> str:
+    """The ``name`` of a record read from an untrusted file, checked as the CLI checks it."""
+    name = data.get("name")
+    if not isinstance(name, str) or not ID_PATTERN.fullmatch(name) or len(name) > longest:
+        raise InvalidJob(f"invalid {kind} name {name!r}")
+    return name
 
 
 class Named(Protocol):

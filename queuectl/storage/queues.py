@@ -18,15 +18,15 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 from queuectl.errors import InvalidJob, QueueError, UsageError
 from queuectl.job import DEFAULT_QUEUE, ID_PATTERN, format_time, new_generation, utcnow
 from queuectl.storage.events import Event
 from queuectl.storage.locks import gate_offset, slot_offset
-from queuectl.storage.named import NamedStore
+from queuectl.storage.named import NamedRecord, NamedStore, record_name
 
 __all__ = ["MAX_PARALLEL", "Queue", "QueueStore"]
 
@@ -34,7 +34,7 @@ MAX_PARALLEL: Final = 4096
 
 
 @dataclass(frozen=True)
-class Queue:
+class Queue(NamedRecord):
     name: str
     parallel: int = 0
     """At most this many of its jobs run at once across every worker of the home; 0: no
@@ -50,10 +50,6 @@ class Queue:
     generation: int = 0
 
     @property
-    def state(self) -> str:
-        return "paused" if self.paused else "active"
-
-    @property
     def top(self) -> int:
         """How many of its slots (0..top-1) a running job may hold: every slot an unlimited
         queue hands out, else the old higher limit that may still be draining."""
@@ -61,17 +57,14 @@ class Queue:
             return MAX_PARALLEL
         return max(self.parallel, self.high_water)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, data: object) -> Queue:
         if not isinstance(data, dict):
             raise InvalidJob("a queue must be a JSON object")
         try:
-            name = data["name"]
-            if not isinstance(name, str) or not ID_PATTERN.fullmatch(name):
-                raise InvalidJob(f"invalid queue name {name!r}")
+            if "name" not in data:
+                raise KeyError("name")
+            name = record_name(data, "queue")
             return cls(
                 name=name,
                 parallel=_count(data.get("parallel", 0), "parallel"),

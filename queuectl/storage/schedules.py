@@ -10,7 +10,7 @@ The worker that leads (``worker.leader``) does the enqueueing; this module only 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
@@ -18,7 +18,7 @@ from queuectl.config import MAX_DURATION_SECONDS
 from queuectl.errors import InvalidJob, QueueError, UsageError
 from queuectl.job import ID_PATTERN, format_time, new_generation, parse_time, utcnow
 from queuectl.storage.events import Event
-from queuectl.storage.named import NamedStore
+from queuectl.storage.named import NamedRecord, NamedStore, record_name
 
 __all__ = ["CATCH_UP", "MAX_NAME", "Schedule", "ScheduleStore"]
 
@@ -28,7 +28,7 @@ MAX_NAME: Final = 100
 
 
 @dataclass(frozen=True)
-class Schedule:
+class Schedule(NamedRecord):
     name: str
     cron: str | None = None
     every: float | None = None
@@ -48,25 +48,16 @@ class Schedule:
     generation: int = 0
 
     @property
-    def state(self) -> str:
-        return "paused" if self.paused else "active"
-
-    @property
     def rule(self) -> str:
         if self.cron is not None:
             return f"cron {self.cron}" + (" (UTC)" if self.utc else "")
         return f"every {self.every:g}s"
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, data: object) -> Schedule:
         if not isinstance(data, dict):
             raise InvalidJob("a schedule must be a JSON object")
-        name = data.get("name")
-        if not isinstance(name, str) or not ID_PATTERN.fullmatch(name) or len(name) > MAX_NAME:
-            raise InvalidJob(f"invalid schedule name {name!r}")
+        name = record_name(data, "schedule", MAX_NAME)
         cron, every = data.get("cron"), data.get("every")
         if (cron is None) == (every is None):
             raise InvalidJob("a schedule has either 'cron' or 'every'")
